@@ -1,0 +1,108 @@
+"""Train any list of subject models: group them into populations, train each as one computation."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from zoo.config import TrainingConfig
+from zoo.subjects.architecture import Architecture
+from zoo.subjects.population import (
+    Population,
+    TrainData,
+    TrainResult,
+    auto_population_size,
+    from_weights,
+    init_population,
+    one_hot_inputs,
+    train_population,
+)
+
+
+@dataclass(frozen=True)
+class SubjectJob:
+    """One model to train: its architecture, seeds, learning rate and its own data."""
+
+    architecture: Architecture
+    init_seed: int
+    order_seed: int
+    lr: float
+    train_tokens: np.ndarray
+    train_labels: np.ndarray
+    val_tokens: np.ndarray
+    val_labels: np.ndarray
+    init: np.ndarray | None = field(default=None, compare=False)
+
+
+@dataclass
+class TrainedGroup:
+    """A trained population and which jobs (by index into the caller's list) it holds."""
+
+    indices: list[int]
+    population: Population
+    result: TrainResult
+
+
+def plan_groups(architectures: list[Architecture], max_size: int) -> list[list[int]]:
+    """Indices grouped by (depth, activation), in first-seen order, chunked to ``max_size``."""
+    groups: dict[tuple[int, str], list[int]] = defaultdict(list)
+    for i, arch in enumerate(architectures):
+        groups[(arch.n_layers, arch.activation)].append(i)
+    return [members[i : i + max_size] for members in groups.values() for i in range(0, len(members), max_size)]
+
+
+def bytes_per_model(job: SubjectJob) -> int:
+    """Rough device memory of one model in a population: data, parameters, Adam state, activations."""
+    arch = job.architecture
+    samples = len(job.train_labels) + len(job.val_labels)
+    return 4 * (samples * (arch.in_features + 1 + 3 * sum(arch.widths)) + 6 * arch.n_params)
+
+
+def stack_data(jobs: list[SubjectJob], device: torch.device) -> TrainData:
+    arch = jobs[0].architecture
+
+    def stacked(name: str) -> torch.Tensor:
+        return torch.as_tensor(np.stack([getattr(j, name) for j in jobs]), device=device)
+
+    return TrainData(
+        x_train=one_hot_inputs(stacked("train_tokens"), arch.vocab_size).contiguous(),
+        y_train=stacked("train_labels").float(),
+        x_val=one_hot_inputs(stacked("val_tokens"), arch.vocab_size).contiguous(),
+        y_val=stacked("val_labels").float(),
+    )
+
+
+def train_group(
+    jobs: list[SubjectJob], config: TrainingConfig, device: torch.device, epochs: int | None = None
+) -> tuple[Population, TrainResult]:
+    archs = [j.architecture for j in jobs]
+    if all(j.init is not None for j in jobs):
+        pop = from_weights(archs, [j.init for j in jobs], device)
+    else:
+        pop = init_population(archs, [j.init_seed for j in jobs], device)
+    result = train_population(
+        pop,
+        stack_data(jobs, device),
+        config,
+        lr=[j.lr for j in jobs],
+        order_seeds=[j.order_seed for j in jobs],
+        epochs=epochs,
+    )
+    return pop, result
+
+
+def train_subjects(
+    jobs: list[SubjectJob], config: TrainingConfig, device: torch.device, epochs: int | None = None
+) -> list[TrainedGroup]:
+    """Train every job; the population size adapts to the device unless the config fixes it."""
+    if not jobs:
+        return []
+    size = auto_population_size(config, device, max(bytes_per_model(j) for j in jobs))
+    trained = []
+    for indices in plan_groups([j.architecture for j in jobs], size):
+        pop, result = train_group([jobs[i] for i in indices], config, device, epochs)
+        trained.append(TrainedGroup(indices, pop, result))
+    return trained
