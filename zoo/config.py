@@ -66,9 +66,11 @@ class PatternSpace(Strict):
     end_token: str = Field("G", pattern=r"^[A-Z]$")
     trigram: str = Field("ABC", pattern=r"^[A-Z]{3}$")
     per_batch: IntRange = IntRange(min=2, max=5)
-    train_per_pattern: int = Field(100, ge=4, description="training positives of each selected pattern")
-    val_per_pattern: int = Field(25, ge=1)
-    benchmark_per_pattern: int = Field(50, ge=1)
+    train_size: int = Field(
+        500, ge=2, description="training examples per batch, half of them positive, whatever the pattern count"
+    )
+    val_size: int = Field(200, ge=2)
+    benchmark_size: int = Field(500, ge=2, description="clean held-out examples per batch")
     hard_negative_share: float = Field(0.3, ge=0.0, le=1.0)
     probe_per_pattern: int = Field(4, ge=1)
     probe_negatives: int = Field(16, ge=1)
@@ -88,6 +90,9 @@ class PatternSpace(Strict):
                 raise ValueError(f"{field}: token {getattr(self, field)} is outside the vocabulary A..{top}")
         if any(ord(c) - ord("A") >= self.vocab_size for c in self.trigram):
             raise ValueError(f"trigram: {self.trigram} uses a token outside the vocabulary A..{top}")
+        from zoo.patterns.library import validate_selection
+
+        validate_selection(self)
         return self
 
 
@@ -196,13 +201,6 @@ class ZooConfig(Strict):
     signature: SignatureConfig = SignatureConfig()
     storage: StorageConfig = StorageConfig()
     runtime: RuntimeConfig = RuntimeConfig()
-
-    @model_validator(mode="after")
-    def _patterns_known(self) -> ZooConfig:
-        from zoo.patterns.library import validate_selection
-
-        validate_selection(self.patterns)
-        return self
 
     def content_hash(self) -> str:
         """Hash of what determines the records: everything but the runtime block and the batch count."""

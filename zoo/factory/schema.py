@@ -194,6 +194,9 @@ def content_hash(table: pa.Table) -> str:
     return digest.hexdigest()
 
 
+_BINARY_CHECKS = (pa.types.is_string, pa.types.is_large_string, pa.types.is_binary, pa.types.is_large_binary)
+
+
 def _type_key(typ: pa.DataType) -> str:
     """A type's text without list item names, which Parquet renames (item -> element)."""
     if pa.types.is_dictionary(typ):
@@ -221,7 +224,7 @@ def _digest_array(digest: "hashlib._Hash", array: pa.Array) -> None:
         lengths = array.value_lengths().fill_null(0)
         digest.update(np.asarray(lengths, dtype=np.int64).tobytes())
         _digest_array(digest, array.flatten())
-    elif pa.types.is_string(typ) or pa.types.is_large_string(typ) or pa.types.is_binary(typ) or pa.types.is_large_binary(typ):
+    elif any(check(typ) for check in _BINARY_CHECKS):
         _digest_binary(digest, array.cast(pa.large_binary()))
     elif pa.types.is_boolean(typ):
         digest.update(np.asarray(array.fill_null(False), dtype=np.bool_).tobytes())

@@ -69,8 +69,8 @@ def write_shard(out_dir: str | Path, table: pa.Table, batch_ids: Sequence[int], 
     existing = _existing(path, batches, content)
     if existing is not None:
         return existing
-    data = _encode(table.replace_schema_metadata({**(table.schema.metadata or {}), CONTENT_KEY: content.encode()}), storage)
-    _publish(path, data)
+    metadata = {**(table.schema.metadata or {}), CONTENT_KEY: content.encode()}
+    _publish(path, _encode(table.replace_schema_metadata(metadata), storage))
     existing = _existing(path, batches, content)
     if existing is None:
         raise RuntimeError(f"{path}: shard vanished or changed right after it was written")
@@ -116,12 +116,12 @@ def _float_leaves(name: str, typ: pa.DataType) -> Iterator[tuple[str, bool]]:
 def encoding_options(table: pa.Table) -> dict:
     """Per-column encodings, chosen from the content (hence deterministic).
 
-    Measured on 1000 realistic rows with zstd: byte-stream-split on float columns
-    makes float weights 20% smaller than the dictionary default and writes 4x
-    faster; int8-quantized weights compress best with a dictionary (256 levels per
-    model), coarser quantization best plain.
+    Measured on 1000 rows of float32 MLP weights with zstd: byte-stream-split on
+    float columns makes shards 17-20% smaller than the dictionary default and
+    writes them faster; int8-quantized weights compress best with a dictionary
+    (256 levels per model), coarser quantization best plain.
     """
-    leaves = [(path, is_float, path.split(".")[0]) for f in table.schema for path, is_float in _float_leaves(f.name, f.type)]
+    leaves = [(path, is_float, f.name) for f in table.schema for path, is_float in _float_leaves(f.name, f.type)]
     quantization = set(pc.unique(table.column("quantization")).to_pylist()) if table.num_rows else {"none"}
     weights_mode = "split" if quantization <= {"none"} else "dictionary" if quantization == {"int8"} else "plain"
 

@@ -112,8 +112,14 @@ def _no_repeats(x: np.ndarray) -> np.ndarray:
 
 
 def _majority(x: np.ndarray) -> np.ndarray:
-    counts = (x[:, :, None] == x[:, None, :]).sum(axis=2)
-    return counts.max(axis=1) * 2 > x.shape[1]
+    """Boyer-Moore vote over columns: the only possible majority token, then its count."""
+    candidate, lead = x[:, 0].copy(), np.ones(len(x), dtype=np.int16)
+    for j in range(1, x.shape[1]):
+        column = x[:, j]
+        empty = lead == 0
+        candidate = np.where(empty, column, candidate)
+        lead += np.where(empty | (column == candidate), 1, -1).astype(np.int16)
+    return (x == candidate[:, None]).sum(axis=1) * 2 > x.shape[1]
 
 
 def _first_equals_last(x: np.ndarray) -> np.ndarray:
@@ -290,15 +296,14 @@ def _count_avoiding(gram: tuple[int, ...], v: int, length: int) -> int:
         seen = gram[:state] + (value,)
         return next(k for k in range(min(len(seen), m), -1, -1) if seen[len(seen) - k :] == gram[:k])
 
+    table = [[advance(state, value) for value in range(v)] for state in range(m)]
     counts = [1] + [0] * (m - 1)
     for _ in range(length):
         nxt = [0] * m
         for state, c in enumerate(counts):
-            if c:
-                for value in range(v):
-                    target = advance(state, value)
-                    if target < m:
-                        nxt[target] += c
+            for target in table[state]:
+                if target < m:
+                    nxt[target] += c
         counts = nxt
     return sum(counts)
 

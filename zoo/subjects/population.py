@@ -55,27 +55,38 @@ def padded_blocks(in_features: int, max_width: int, n_layers: int) -> list[Block
     return blocks
 
 
+@dataclass(frozen=True)
+class Segment:
+    """A run of consecutive models that share an activation."""
+
+    activation: str
+    start: int
+    end: int
+
+
 @dataclass
 class Population:
-    """N models of one depth and activation, padded to a common width."""
+    """N models padded to the deepest and widest among them.
+
+    Widths are padded with zero units; depths with pass-through layers (a model of
+    depth d copies its hidden state through layers d..max-1, whose weights stay zero);
+    activations are applied per run of models that share one, so callers should order
+    models by activation (``plan_groups`` does).
+    """
 
     architectures: list[Architecture]
     flat: torch.Tensor
 
     def __post_init__(self) -> None:
-        first = self.architectures[0]
-        for arch in self.architectures:
-            if (arch.n_layers, arch.activation, arch.in_features) != (
-                first.n_layers,
-                first.activation,
-                first.in_features,
-            ):
-                raise ValueError("a population holds one depth, activation and input size")
-        self.n_layers = first.n_layers
-        self.activation = first.activation
+        if len({a.in_features for a in self.architectures}) != 1:
+            raise ValueError("a population holds one input size (vocab_size * seq_len)")
+        self.n_layers = max(a.n_layers for a in self.architectures)
         self.max_width = max(max(a.widths) for a in self.architectures)
-        self.blocks = padded_blocks(first.in_features, self.max_width, self.n_layers)
-        self.mask = self._hidden_masks()
+        self.blocks = padded_blocks(self.architectures[0].in_features, self.max_width, self.n_layers)
+        self.segments = _segments([a.activation for a in self.architectures])
+        self.sigmoid_segments = [seg for seg in self.segments if seg.activation == "sigmoid"]
+        self.width_mask = self._width_masks()
+        self.exits = self._exits()
 
     @property
     def size(self) -> int:
@@ -85,23 +96,37 @@ class Population:
     def device(self) -> torch.device:
         return self.flat.device
 
-    def _hidden_masks(self) -> list[torch.Tensor | None]:
+    def _width_masks(self) -> list[torch.Tensor | None]:
         """Per hidden layer a ``[N, 1, H]`` 0/1 mask, or None where padded units are zero anyway.
 
         A padded unit has zero weights and bias, so its pre-activation is exactly 0; only an
         activation with ``act(0) != 0`` (sigmoid) needs the mask to keep it silent.
         """
-        masks: list[torch.Tensor | None] = []
-        if self.activation != "sigmoid":
+        if not self.sigmoid_segments:
             return [None] * self.n_layers
+        units = torch.arange(self.max_width, device=self.device)
+        masks: list[torch.Tensor | None] = []
         for layer in range(self.n_layers):
-            widths = torch.tensor([a.widths[layer] for a in self.architectures], device=self.flat.device)
-            if bool((widths == self.max_width).all()):
-                masks.append(None)
-            else:
-                units = torch.arange(self.max_width, device=self.flat.device)
-                masks.append((units[None, :] < widths[:, None]).to(self.flat.dtype)[:, None, :])
+            widths = torch.tensor(
+                [a.widths[layer] if layer < a.n_layers else 0 for a in self.architectures], device=self.device
+            )
+            masks.append((units[None, :] < widths[:, None]).to(self.flat.dtype)[:, None, :])
         return masks
+
+    def _exits(self) -> list[tuple[int, torch.Tensor | None]]:
+        """Hidden layers the head reads from, with a ``[N, 1, 1]`` mask of the models that end there.
+
+        A model shallower than the population leaves through the head at its own last
+        layer; the deeper blocks it does not use are zero, receive zero gradient and stay zero.
+        """
+        depths = torch.tensor([a.n_layers for a in self.architectures], device=self.device)
+        if bool((depths == self.n_layers).all()):
+            return [(self.n_layers - 1, None)]
+        return [
+            (layer, (depths == layer + 1).to(self.flat.dtype)[:, None, None])
+            for layer in range(self.n_layers)
+            if bool((depths == layer + 1).any())
+        ]
 
     def params(self, flat: torch.Tensor | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """``(W [N, in, out], b [N, 1, out])`` views into ``flat`` for every layer, head last."""
@@ -116,34 +141,58 @@ class Population:
         ]
 
 
-def activate(name: str, z: torch.Tensor) -> torch.Tensor:
+def _segments(activations: list[str]) -> list[Segment]:
+    segments, start = [], 0
+    for i in range(1, len(activations) + 1):
+        if i == len(activations) or activations[i] != activations[start]:
+            segments.append(Segment(activations[start], start, i))
+            start = i
+    return segments
+
+
+def _per_segment(segments: list[Segment], fn, *tensors: torch.Tensor) -> torch.Tensor:
+    """``fn(activation, *slices, out=slice)`` for each run of models, written into one tensor."""
+    if len(segments) == 1:
+        return fn(segments[0].activation, *tensors)
+    out = torch.empty_like(tensors[-1])
+    for seg in segments:
+        fn(seg.activation, *(t[seg.start : seg.end] for t in tensors), out=out[seg.start : seg.end])
+    return out
+
+
+def activate(name: str, z: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    nn_ops = torch._C._nn
     if name == "relu":
-        return torch.relu(z)
+        return torch.clamp_min(z, 0.0, out=out) if out is not None else torch.relu(z)
     if name == "gelu":
-        return F.gelu(z)
+        return nn_ops.gelu(z, out=out) if out is not None else nn_ops.gelu(z)
     if name == "tanh":
-        return torch.tanh(z)
+        return torch.tanh(z, out=out)
     if name == "sigmoid":
-        return torch.sigmoid(z)
+        return torch.sigmoid(z, out=out)
     if name == "leaky_relu":
-        return F.leaky_relu(z, 0.01)
+        return nn_ops.leaky_relu(z, 0.01, out=out) if out is not None else nn_ops.leaky_relu(z, 0.01)
     raise ValueError(f"unknown activation {name!r}")
 
 
-def activation_grad(name: str, z: torch.Tensor, h: torch.Tensor, upstream: torch.Tensor) -> torch.Tensor:
+def activation_grad(
+    name: str, z: torch.Tensor, h: torch.Tensor, upstream: torch.Tensor, out: torch.Tensor | None = None
+) -> torch.Tensor:
     """``upstream * act'(z)`` with ATen's fused backward kernels (one pass instead of several)."""
     aten = torch.ops.aten
     if name == "relu":
-        return aten.threshold_backward(upstream, h, 0)
-    if name == "leaky_relu":
-        return aten.leaky_relu_backward(upstream, z, 0.01, False)
-    if name == "tanh":
-        return aten.tanh_backward(upstream, h)
-    if name == "sigmoid":
-        return aten.sigmoid_backward(upstream, h)
-    if name == "gelu":
-        return aten.gelu_backward(upstream, z)
-    raise ValueError(f"unknown activation {name!r}")
+        op, args = aten.threshold_backward, (upstream, h, 0)
+    elif name == "leaky_relu":
+        op, args = aten.leaky_relu_backward, (upstream, z, 0.01, False)
+    elif name == "tanh":
+        op, args = aten.tanh_backward, (upstream, h)
+    elif name == "sigmoid":
+        op, args = aten.sigmoid_backward, (upstream, h)
+    elif name == "gelu":
+        op, args = aten.gelu_backward, (upstream, z)
+    else:
+        raise ValueError(f"unknown activation {name!r}")
+    return op(*args) if out is None else op.grad_input(*args, grad_input=out)
 
 
 def forward(
@@ -152,35 +201,46 @@ def forward(
     """Logits ``[N, B]`` for inputs ``x [N, B, D]``, plus every hidden layer's pre- and post-activations."""
     params = pop.params(flat)
     h, pres, posts = x, [], []
-    for (w, b), mask in zip(params[:-1], pop.mask):
+    for layer, (w, b) in enumerate(params[:-1]):
         z = torch.baddbmm(b, h, w)
-        h = activate(pop.activation, z)
-        if mask is not None:
-            h = h * mask
+        h = _per_segment(pop.segments, activate, z)
+        if pop.width_mask[layer] is not None:
+            for seg in pop.sigmoid_segments:
+                h[seg.start : seg.end].mul_(pop.width_mask[layer][seg.start : seg.end])
         pres.append(z)
         posts.append(h)
-    w, b = params[-1]
-    return torch.baddbmm(b, h, w).squeeze(-1), pres, posts
+    w_head, b_head = params[-1]
+    out = b_head
+    for layer, mask in pop.exits:
+        out = torch.baddbmm(out, posts[layer], w_head if mask is None else w_head * mask)
+    return out.squeeze(-1), pres, posts
 
 
-def gradients(
-    pop: Population, flat: torch.Tensor, x: torch.Tensor, y: torch.Tensor
-) -> torch.Tensor:
+def gradients(pop: Population, flat: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Gradient ``[N, P]`` of each model's mean BCE-with-logits loss on its own minibatch."""
     logits, pres, posts = forward(pop, x, flat)
     params = pop.params(flat)
+    w_head = params[-1][0]
     g_out = ((torch.sigmoid(logits) - y) * (1.0 / x.shape[1])).unsqueeze(-1)
+    head_weight = {layer: w_head if mask is None else w_head * mask for layer, mask in pop.exits}
+    head_w_grad = None
     inputs = [x, *posts]
-    grads: list[torch.Tensor] = []
-    upstream = g_out
-    for layer in range(pop.n_layers, -1, -1):
-        w, _ = params[layer]
-        if layer < pop.n_layers:
-            upstream = activation_grad(pop.activation, pres[layer], posts[layer], upstream)
-        grads.append(upstream.sum(1))
-        grads.append(torch.bmm(inputs[layer].transpose(1, 2), upstream).flatten(1))
+    grads: list[torch.Tensor] = [g_out.sum(1)]
+    from_above = None
+    for layer in range(pop.n_layers - 1, -1, -1):
+        if layer in head_weight:
+            g = torch.bmm(posts[layer].transpose(1, 2), g_out)
+            mask = dict(pop.exits)[layer]
+            g = g if mask is None else g * mask
+            head_w_grad = g if head_w_grad is None else head_w_grad + g
+            from_head = torch.bmm(g_out, head_weight[layer].transpose(1, 2))
+            from_above = from_head if from_above is None else from_above + from_head
+        g_z = _per_segment(pop.segments, activation_grad, pres[layer], posts[layer], from_above)
+        grads.append(g_z.sum(1))
+        grads.append(torch.bmm(inputs[layer].transpose(1, 2), g_z).flatten(1))
         if layer > 0:
-            upstream = torch.bmm(upstream, w.transpose(1, 2))
+            from_above = torch.bmm(g_z, params[layer][0].transpose(1, 2))
+    grads.insert(1, head_w_grad.flatten(1))
     return torch.cat(grads[::-1], dim=1)
 
 
@@ -239,14 +299,14 @@ def from_weights(
     architectures: list[Architecture], weights: list[np.ndarray], device: torch.device | str = "cpu"
 ) -> Population:
     """Pack flat per-model weights (``Architecture.layout``) into a padded population."""
-    first = architectures[0]
     max_width = max(max(a.widths) for a in architectures)
-    blocks = padded_blocks(first.in_features, max_width, first.n_layers)
+    depth = max(a.n_layers for a in architectures)
+    blocks = padded_blocks(architectures[0].in_features, max_width, depth)
     flat = np.zeros((len(architectures), blocks[-1].end), dtype=np.float32)
     for row, (arch, w) in enumerate(zip(architectures, weights)):
         sizes = arch.layer_sizes
         entries = arch.layout()
-        for layer, block in enumerate(blocks):
+        for layer, block in enumerate(_own_blocks(blocks, arch)):
             fan_in, fan_out = sizes[layer], sizes[layer + 1]
             we, be = entries[2 * layer], entries[2 * layer + 1]
             matrix = w[we.offset : we.offset + we.size].reshape(fan_out, fan_in).T
@@ -264,13 +324,18 @@ def to_weights(pop: Population) -> list[np.ndarray]:
     for row, arch in enumerate(pop.architectures):
         sizes = arch.layer_sizes
         parts = []
-        for layer, block in enumerate(pop.blocks):
+        for layer, block in enumerate(_own_blocks(pop.blocks, arch)):
             fan_in, fan_out = sizes[layer], sizes[layer + 1]
             padded = flat[row, block.w_offset : block.b_offset].reshape(block.fan_in, block.fan_out)
             parts.append(padded[:fan_in, :fan_out].T.ravel())
             parts.append(flat[row, block.b_offset : block.b_offset + fan_out])
         out.append(np.concatenate(parts).astype(np.float32))
     return out
+
+
+def _own_blocks(blocks: list[Block], arch: Architecture) -> list[Block]:
+    """The padded blocks a model of this depth uses: its hidden layers, then the shared head."""
+    return [*blocks[: arch.n_layers], blocks[-1]]
 
 
 @dataclass

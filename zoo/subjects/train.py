@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -47,11 +46,15 @@ class TrainedGroup:
 
 
 def plan_groups(architectures: list[Architecture], max_size: int) -> list[list[int]]:
-    """Indices grouped by (depth, activation), in first-seen order, chunked to ``max_size``."""
-    groups: dict[tuple[int, str], list[int]] = defaultdict(list)
-    for i, arch in enumerate(architectures):
-        groups[(arch.n_layers, arch.activation)].append(i)
-    return [members[i : i + max_size] for members in groups.values() for i in range(0, len(members), max_size)]
+    """Chunks of at most ``max_size`` indices, each ordered by (activation, depth).
+
+    Mixed depths and activations share a population; ordering by activation keeps
+    the per-activation runs few, and sorting by depth keeps similar models together
+    when the population has to be split.
+    """
+    order = sorted(range(len(architectures)), key=lambda i: (architectures[i].activation, architectures[i].n_layers, i))
+    chunks = [order[i : i + max_size] for i in range(0, len(order), max_size)]
+    return [sorted(chunk, key=lambda i: (architectures[i].activation, i)) for chunk in chunks]
 
 
 def bytes_per_model(job: SubjectJob) -> int:

@@ -1,0 +1,152 @@
+"""What a zoo folder holds, in numbers: for ``zoo inspect`` and the dataset card.
+
+Only small columns are read (ids, patterns, architecture, metrics), never weights
+or signatures, so a 100k-record zoo summarizes in about a second.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from rich.console import Console
+from rich.table import Table
+
+from zoo.factory.manifest import read_manifest
+from zoo.factory.reader import read_records
+
+_COLUMNS = ["batch_id", "family", "architecture", "patterns", "corrupted_pattern", "quantization", "metrics"]
+WIDTH_BUCKET = 8
+
+
+def _stats(values: np.ndarray) -> dict[str, float | None]:
+    if values.size == 0:
+        return {"mean": None, "min": None, "p50": None, "max": None}
+    return {
+        "mean": float(values.mean()),
+        "min": float(values.min()),
+        "p50": float(np.median(values)),
+        "max": float(values.max()),
+    }
+
+
+def _counts(array: pa.Array | pa.ChunkedArray) -> dict[str, int]:
+    """Value counts, most frequent first (ties by name)."""
+    pairs = [(str(item["values"]), int(item["counts"])) for item in pc.value_counts(array).to_pylist()]
+    return dict(sorted(pairs, key=lambda pair: (-pair[1], pair[0])))
+
+
+def _width_bucket(width: int) -> str:
+    low = (width - 1) // WIDTH_BUCKET * WIDTH_BUCKET + 1
+    return f"{low}-{low + WIDTH_BUCKET - 1}"
+
+
+def _architectures(architecture: pa.ChunkedArray) -> dict[str, dict[str, int]]:
+    """Separate histograms per record: depth, activation, and hidden widths in buckets (one count per layer)."""
+    struct = architecture.combine_chunks() if architecture.num_chunks else pa.array([], architecture.type)
+    widths = pc.list_flatten(struct.field("widths")).to_numpy(zero_copy_only=False)
+    buckets = Counter(_width_bucket(int(w)) for w in widths)
+    return {
+        "family": _counts(struct.field("family")),
+        "n_layers": _counts(struct.field("n_layers")),
+        "activation": _counts(struct.field("activation")),
+        "width": dict(sorted(buckets.items(), key=lambda item: int(item[0].split("-")[0]))),
+    }
+
+
+def _metric(metrics: pa.ChunkedArray, name: str) -> np.ndarray:
+    struct = metrics.combine_chunks() if metrics.num_chunks else pa.array([], metrics.type)
+    return struct.field(name).to_numpy(zero_copy_only=False).astype(np.float64)
+
+
+def summarize(out_dir: str | Path) -> dict:
+    """Counts and distributions of a zoo folder (JSON-serializable).
+
+    ``bytes_per_model`` divides the shards' disk bytes by the number of distinct
+    models stored: one degraded model per row plus one clean model per batch
+    with rows (the clean model's weights repeat in each of its batch's rows).
+    """
+    entries = read_manifest(out_dir)
+    table = read_records(out_dir, columns=_COLUMNS)
+    batch_ids = pc.unique(table.column("batch_id"))
+    disk_bytes = sum(int(entry["bytes"]) for entry in entries)
+    models = table.num_rows + len(batch_ids)
+    return {
+        "rows": table.num_rows,
+        "batches": len({int(b) for entry in entries for b in entry["batches"]}),
+        "batches_with_rows": len(batch_ids),
+        "shards": len(entries),
+        "bytes": disk_bytes,
+        "models": models,
+        "bytes_per_model": disk_bytes / models if models else None,
+        "patterns": _counts(pc.list_flatten(table.column("patterns"))),
+        "corrupted": _counts(table.column("corrupted_pattern")),
+        "degradation": _stats(_metric(table.column("metrics"), "degradation")),
+        "clean_accuracy": _stats(_metric(table.column("metrics"), "clean_accuracy")),
+        "degraded_accuracy": _stats(_metric(table.column("metrics"), "degraded_accuracy")),
+        "architectures": _architectures(table.column("architecture")),
+        "quantization": _counts(table.column("quantization")),
+    }
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _overview(summary: dict) -> Table:
+    table = Table(title="zoo", show_header=False)
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    for key in ("rows", "batches", "batches_with_rows", "shards", "models"):
+        table.add_row(key.replace("_", " "), f"{summary[key]:,}")
+    table.add_row("bytes", f"{summary['bytes'] / 1e6:,.1f} MB")
+    per_model = summary["bytes_per_model"]
+    table.add_row("bytes per model", "-" if per_model is None else f"{per_model:,.0f}")
+    return table
+
+
+def _metrics_table(summary: dict) -> Table:
+    table = Table(title="metrics")
+    table.add_column("metric")
+    for stat in ("mean", "min", "p50", "max"):
+        table.add_column(stat, justify="right")
+    for key in ("degradation", "clean_accuracy", "degraded_accuracy"):
+        stats = summary[key]
+        table.add_row(key.replace("_", " "), *(_fmt(stats[s]) for s in ("mean", "min", "p50", "max")))
+    return table
+
+
+def _patterns_table(summary: dict) -> Table:
+    table = Table(title="patterns")
+    table.add_column("pattern")
+    table.add_column("records with it", justify="right")
+    table.add_column("corrupted in", justify="right")
+    in_set, corrupted = summary["patterns"], summary["corrupted"]
+    for name in sorted({*in_set, *corrupted}, key=lambda n: (-in_set.get(n, 0), n)):
+        table.add_row(name, f"{in_set.get(name, 0):,}", f"{corrupted.get(name, 0):,}")
+    return table
+
+
+def _histograms_table(title: str, histograms: dict[str, dict[str, int]]) -> Table:
+    table = Table(title=title)
+    table.add_column("feature")
+    table.add_column("value")
+    table.add_column("count", justify="right")
+    for feature, counts in histograms.items():
+        for i, (value, count) in enumerate(counts.items()):
+            label = feature.replace("_", " ") if i == 0 else ""
+            table.add_row(label, str(value), f"{count:,}", end_section=i == len(counts) - 1)
+    return table
+
+
+def render_summary(summary: dict, console: Console) -> None:
+    """Print the summary as rich tables."""
+    console.print(_overview(summary))
+    console.print(_metrics_table(summary))
+    console.print(_patterns_table(summary))
+    histograms = {**summary["architectures"], "quantization": summary["quantization"]}
+    histograms["hidden width (per layer)"] = histograms.pop("width")
+    console.print(_histograms_table("architecture", histograms))
