@@ -19,12 +19,20 @@ def quantize_(pop: Population, scheme: str) -> None:
     """Quantize every weight matrix of ``pop`` in place (``scheme`` 'none' leaves it untouched)."""
     if scheme == "none":
         return
-    sizes = [a.layer_sizes for a in pop.architectures]
-    for layer, (w, _) in enumerate(pop.params()):
+    params = pop.params()
+    for layer, (w, _) in enumerate(params):
+        head = layer == len(params) - 1
         true_count = torch.tensor(
-            [s[layer] * s[layer + 1] for s in sizes], dtype=w.dtype, device=w.device
+            [_entries(a.layer_sizes, a.n_layers if head else layer, a.n_layers) for a in pop.architectures],
+            dtype=w.dtype,
+            device=w.device,
         )[:, None, None]
-        w.copy_(quantize_weights(w, scheme, true_count))
+        w.copy_(quantize_weights(w, scheme, true_count.clamp_min(1)))
+
+
+def _entries(sizes: tuple[int, ...], layer: int, depth: int) -> int:
+    """True weight count of a model's layer (``depth`` is its head); 0 for a layer past its depth."""
+    return sizes[layer] * sizes[layer + 1] if layer <= depth else 0
 
 
 def quantize_weights(w: torch.Tensor, scheme: str, count: torch.Tensor) -> torch.Tensor:

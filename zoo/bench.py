@@ -1,0 +1,160 @@
+"""``zoo bench``: the population trainer against the sequential reference, in one run.
+
+Both trainers get the same models (architecture, init, learning rate), the same
+data and data order, epochs, batch size, early stopping and torch thread count;
+the benchmark prints the ratio of their throughputs and the accuracy of each on
+the clean benchmark sets, so a speedup that costs accuracy shows at once. It
+also reports the useful FLOP/s of the population's training against the
+device's measured dense-matmul peak.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from zoo.config import ZooConfig
+from zoo.factory.plan import BatchPlan, clean_job, plan_batch
+from zoo.subjects.evaluate import score
+from zoo.subjects.population import init_weights, logits, one_hot_inputs, resolve_device
+from zoo.subjects.reference import train_reference
+from zoo.subjects.train import SubjectJob, train_subjects
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    models: int
+    device: str
+    threads: int
+    population_seconds: float
+    reference_seconds: float
+    population_models_per_s: float
+    reference_models_per_s: float
+    speedup: float
+    population_accuracy: float
+    reference_accuracy: float
+    train_gflop_per_s: float
+    matmul_peak_gflop_per_s: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def train_flops(job: SubjectJob, epochs: int) -> float:
+    """Useful FLOPs of training one model: 6 per weight per training sample, 2 per validation sample."""
+    sizes = job.architecture.layer_sizes
+    weights = sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+    return float(epochs) * weights * (6 * len(job.train_labels) + 2 * len(job.val_labels))
+
+
+def matmul_peak(device: torch.device, size: int = 1024, seconds: float = 0.5) -> float:
+    """Measured dense fp32 matmul GFLOP/s on ``device``: the ceiling the train step is compared to."""
+    a = torch.randn(size, size, device=device)
+    b = torch.randn(size, size, device=device)
+    a @ b
+    _sync(device)
+    runs, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        a @ b
+        runs += 1
+    _sync(device)
+    return 2.0 * size**3 * runs / (time.perf_counter() - start) / 1e9
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _benchmark_accuracy(plans: list[BatchPlan], model_logits: np.ndarray) -> float:
+    pattern = np.stack([p.data.benchmark.pattern for p in plans])
+    scores = score(model_logits, pattern, max(len(p.patterns) for p in plans))
+    return float(scores.accuracy.mean())
+
+
+def run_bench(config: ZooConfig, models: int = 96, threads: int | None = None, progress: bool = True) -> BenchResult:
+    """Train the clean model of batches ``0..models-1`` with both trainers and compare."""
+    if models < 1:
+        raise ValueError("bench: --models must be at least 1")
+    if threads is not None:
+        torch.set_num_threads(threads)
+    threads = torch.get_num_threads()
+    device = resolve_device(config.training.device)
+    plans = [plan_batch(config, i) for i in range(models)]
+    jobs = [clean_job(p) for p in plans]
+
+    train_subjects(jobs[: min(4, models)], config.training, device, epochs=1)  # warm-up: first-call costs
+    _sync(device)
+    start = time.perf_counter()
+    groups = train_subjects(jobs, config.training, device)
+    _sync(device)
+    population_seconds = time.perf_counter() - start
+
+    population_logits = np.zeros((models, len(plans[0].data.benchmark.pattern)), dtype=np.float32)
+    flops = 0.0
+    for group in groups:
+        tokens = torch.as_tensor(np.stack([plans[i].data.benchmark.tokens for i in group.indices]), device=device)
+        x = one_hot_inputs(tokens, config.patterns.vocab_size)
+        population_logits[group.indices] = logits(group.population, x).cpu().numpy()
+        flops += sum(train_flops(jobs[i], int(e)) for i, e in zip(group.indices, group.result.epochs))
+
+    reference_logits = np.zeros_like(population_logits)
+    with Progress(transient=True, disable=not progress) as bar:
+        task = bar.add_task("sequential reference", total=models)
+        start = time.perf_counter()
+        for i, job in enumerate(jobs):
+            model, _, _ = train_reference(
+                job.architecture,
+                init_weights(job.architecture, job.init_seed),
+                job.train_tokens,
+                job.train_labels,
+                job.val_tokens,
+                job.val_labels,
+                config.training,
+                job.lr,
+                job.order_seed,
+            )
+            with torch.no_grad():
+                reference_logits[i] = model(torch.as_tensor(plans[i].data.benchmark.tokens)).numpy()
+            bar.advance(task)
+        reference_seconds = time.perf_counter() - start
+
+    return BenchResult(
+        models=models,
+        device=str(device),
+        threads=threads,
+        population_seconds=population_seconds,
+        reference_seconds=reference_seconds,
+        population_models_per_s=models / population_seconds,
+        reference_models_per_s=models / reference_seconds,
+        speedup=reference_seconds / population_seconds,
+        population_accuracy=_benchmark_accuracy(plans, population_logits),
+        reference_accuracy=_benchmark_accuracy(plans, reference_logits),
+        train_gflop_per_s=flops / population_seconds / 1e9,
+        matmul_peak_gflop_per_s=matmul_peak(device),
+    )
+
+
+def render_bench(result: BenchResult, console: Console) -> None:
+    table = Table(title=f"zoo bench: {result.models} models on {result.device}, {result.threads} torch threads")
+    for column in ("trainer", "seconds", "models/s", "benchmark accuracy"):
+        table.add_column(column, justify="right" if column != "trainer" else "left")
+    table.add_row(
+        "population", f"{result.population_seconds:.2f}", f"{result.population_models_per_s:.1f}", f"{result.population_accuracy:.3f}"
+    )
+    table.add_row(
+        "sequential reference", f"{result.reference_seconds:.2f}", f"{result.reference_models_per_s:.1f}", f"{result.reference_accuracy:.3f}"
+    )
+    console.print(table)
+    console.print(f"speedup: [bold]{result.speedup:.1f}x[/bold]")
+    console.print(
+        f"train step: {result.train_gflop_per_s:.1f} GFLOP/s useful, "
+        f"{100 * result.train_gflop_per_s / result.matmul_peak_gflop_per_s:.0f}% of the measured "
+        f"{result.matmul_peak_gflop_per_s:.0f} GFLOP/s fp32 matmul peak"
+    )
