@@ -162,7 +162,7 @@ def test_validate_accepts_the_default_space() -> None:
         ({"seq_len": 3, "names": ["palindrome", "all_same"]}, "names: pattern 'palindrome' needs seq_len >= 4"),
         ({"names": ["palindrome", "all_same", "palindrome"]}, "names: 'palindrome' listed twice"),
         ({"names": []}, "names: at least one pattern"),
-        ({"per_batch": IntRange(min=2, max=18)}, "per_batch.max: 18 is more than the 17 selectable"),
+        ({"per_batch": IntRange(min=2, max=14)}, "per_batch.max: 14 is more than the 13 selectable"),
         (
             {"names": ["all_same", "palindrome"], "per_batch": IntRange(min=2, max=3)},
             "per_batch.max: 3 is more than the 2",
@@ -184,3 +184,14 @@ def test_config_layer_reports_the_pattern_field() -> None:
         parse_config({"patterns": {"names": ["nope"]}})
     with pytest.raises(ConfigError, match=r"^patterns\.per_batch\.max: "):
         parse_config({"patterns": {"names": ["all_same", "palindrome"]}})
+
+
+def test_default_selection_leaves_out_the_excluded_patterns():
+    space = PatternSpace()
+    assert set(space.exclude) & set(selectable(space)) == set()
+    assert "majority" in pattern_library(space)
+
+
+def test_naming_a_pattern_overrides_the_exclusion():
+    chosen = PatternSpace(names=["majority", "palindrome"], per_batch=IntRange(min=1, max=2))
+    assert set(selectable(chosen)) == {"majority", "palindrome"}

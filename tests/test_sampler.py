@@ -13,7 +13,15 @@ import pytest
 from zoo.config import IntRange, PatternSpace
 from zoo.patterns.sampler import BatchData, LabelledSet, PatternSampler, ProbeSet, sampler_for
 
-DEFAULT = PatternSpace()
+SIZES = {"train_size": 500, "val_size": 200, "benchmark_size": 500, "hard_negative_share": 0.3}
+
+
+def space(**fields) -> PatternSpace:
+    """The pattern space these tests were written for: small splits, a visible hard-negative share."""
+    return PatternSpace(**{**SIZES, **fields})
+
+
+DEFAULT = space()
 TWO = ("all_same", "palindrome")
 FIVE = ("all_same", "alternating", "contains_ABC", "majority", "double_letter")
 LARGE_POOLS = ("palindrome", "contains_ABC", "mountain", "zigzag")
@@ -27,7 +35,7 @@ def sampler() -> PatternSampler:
 @pytest.fixture(scope="module")
 def sampled() -> PatternSampler:
     """Sampling mode on a space too large to list."""
-    return sampler_for(PatternSpace(vocab_size=12, seq_len=10))
+    return sampler_for(space(vocab_size=12, seq_len=10))
 
 
 def splits(batch: BatchData) -> list[LabelledSet]:
@@ -72,8 +80,8 @@ def test_different_seeds_give_different_batches(sampler: PatternSampler) -> None
 def test_batches_are_identical_in_another_process(sampler: PatternSampler) -> None:
     code = (
         "import hashlib; from zoo.config import PatternSpace; from zoo.patterns.sampler import sampler_for;"
-        "b = sampler_for(PatternSpace()).batch_data(%r, 11);"
-        "print(hashlib.sha256(b.benchmark.tokens.tobytes() + b.train.pattern.tobytes()).hexdigest())" % (FIVE,)
+        "b = sampler_for(PatternSpace(**%r)).batch_data(%r, 11);"
+        "print(hashlib.sha256(b.benchmark.tokens.tobytes() + b.train.pattern.tobytes()).hexdigest())" % (SIZES, FIVE)
     )
     other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     b = sampler.batch_data(FIVE, 11)
@@ -129,7 +137,7 @@ def test_hard_negatives_share_and_shape(sampler: PatternSampler, names: tuple[st
 
 
 def test_hard_negative_share_follows_the_config() -> None:
-    s = sampler_for(PatternSpace(vocab_size=5, seq_len=6, end_token="E", hard_negative_share=0.0))
+    s = sampler_for(space(vocab_size=5, seq_len=6, end_token="E", hard_negative_share=0.0))
     assert not s.batch_data(LARGE_POOLS, 1).train.hard.any()
 
 
@@ -143,7 +151,7 @@ def test_benchmark_positives_are_held_out_from_large_pools(sampler: PatternSampl
 
 def test_pools_smaller_than_the_split_needs_are_still_partitioned() -> None:
     """alternating has 42 members: with holdout_min_pool 20 it is cut into disjoint parts that repeat."""
-    s = PatternSampler(PatternSpace(holdout_min_pool=20))
+    s = PatternSampler(space(holdout_min_pool=20))
     batch = s.batch_data(("palindrome", "alternating"), 3)
     parts = [rows(d.tokens[d.pattern == 1]) for d in splits(batch)]
     assert (batch.train.pattern == 1).sum() == 125 and len(parts[0]) < 42
@@ -158,7 +166,7 @@ def test_small_pool_pattern_trains_and_benchmarks_on_its_whole_pool(sampler: Pat
 
 def test_select_patterns_draws_k_in_range_from_the_allowed_names() -> None:
     allowed = ["zigzag", "all_same", "valley", "majority", "period_3", "no_repeats"]
-    s = PatternSampler(PatternSpace(names=allowed, per_batch=IntRange(min=2, max=4)))
+    s = PatternSampler(space(names=allowed, per_batch=IntRange(min=2, max=4)))
     rng = np.random.default_rng(0)
     drawn = [s.select_patterns(rng) for _ in range(200)]
     assert {len(d) for d in drawn} == {2, 3, 4}
@@ -170,8 +178,8 @@ def test_select_patterns_draws_k_in_range_from_the_allowed_names() -> None:
 
 def test_selection_whose_pattern_has_no_positives_of_its_own_is_refused() -> None:
     """At seq_len 3, first_equals_last is exactly all_same plus alternating."""
-    space = PatternSpace(vocab_size=4, seq_len=3, end_token="D", per_batch=IntRange(min=3, max=3))
-    s = PatternSampler(space)
+    tiny = space(vocab_size=4, seq_len=3, end_token="D", per_batch=IntRange(min=3, max=3))
+    s = PatternSampler(tiny)
     with pytest.raises(ValueError, match="first_equals_last"):
         s.batch_data(("all_same", "alternating", "first_equals_last"), 0)
     rng = np.random.default_rng(0)
@@ -226,12 +234,12 @@ def test_tampered_probe_table_is_refused(sampler: PatternSampler) -> None:
 
 
 def test_sampler_is_cached_per_space(sampler: PatternSampler) -> None:
-    assert sampler_for(PatternSpace()) is sampler
-    assert sampler_for(PatternSpace(seq_len=6)) is not sampler
+    assert sampler_for(space()) is sampler
+    assert sampler_for(space(seq_len=6)) is not sampler
 
 
 def test_sampling_mode_pool_sizes_match_enumeration(sampler: PatternSampler) -> None:
-    listed_too_big = PatternSampler(PatternSpace(exhaustive_limit=1000))
+    listed_too_big = PatternSampler(space(exhaustive_limit=1000))
     assert not listed_too_big.enumerated and sampler.enumerated
     assert listed_too_big.pool_sizes == sampler.pool_sizes
 

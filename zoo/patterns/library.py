@@ -470,7 +470,7 @@ def selectable(space: PatternSpace) -> tuple[str, ...]:
     """The names a batch draws from, in library order (assumes a valid selection)."""
     library = pattern_library(space)
     if space.names is None:
-        return tuple(library)
+        return tuple(name for name in library if name not in space.exclude)
     chosen = set(space.names)
     return tuple(name for name in library if name in chosen)
 
@@ -495,6 +495,9 @@ def validate_selection(space: PatternSpace) -> None:
         twice = sorted({name for name in space.names if space.names.count(name) > 1})
         if twice:
             raise ValueError(f"names: {', '.join(repr(t) for t in twice)} listed twice")
+    for name in space.exclude:
+        if name not in catalog:
+            raise ValueError(f"exclude: unknown pattern {name!r}; known: {', '.join(catalog)}")
     available = len(selectable(space))
     if space.per_batch.min < 1:
         raise ValueError("per_batch.min: must be at least 1")

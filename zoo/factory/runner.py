@@ -1,0 +1,469 @@
+"""Running a zoo: the task plan, in-process or on Ray actors, into one folder.
+
+``generate(config, out)`` runs every task of ``task_batches(config)`` that the
+folder's manifest does not list yet and returns a ``RunSummary``. One task is a
+fixed tuple of batch ids and becomes exactly one shard; the partition never
+depends on the number of workers, so ``--workers 0``, ``1`` or ``8`` give the
+same records.
+
+- ``runtime.workers == 0``: the tasks run in this process, in order, without Ray
+  (the debugging path).
+- ``runtime.workers >= 1``: ``BatchWorker`` actors run the tasks and write the
+  shards themselves (weights never cross the object store; the driver gets a
+  ``ShardInfo`` and a ``TaskStats``). The driver keeps at most
+  ``workers * in_flight_per_worker`` tasks in flight, requeues a task whose
+  worker died (restarting or replacing the actor), and is the only writer of the
+  manifest. Ray is used as found when it is already initialized (a test session,
+  a ``ray job``, a notebook); otherwise ``ray.init(address=runtime.address)``
+  connects to a cluster or starts an embedded local one, dashboard included,
+  and shuts it down at the end.
+
+Durability: a manifest line is appended (and fsynced) only after its shard is
+durable, so a driver killed at any moment loses nothing finished and a rerun on
+the same folder resumes. Leftovers of the killed run (temporary files, shards
+without a line) are removed before a run starts. A second driver on the same
+folder is refused while the first holds it (an advisory lock on ``zoo.json``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from zoo.config import ZooConfig, dump_config
+from zoo.factory.batch import TaskStats, probe_set, produce_shard, task_batches, zoo_identity
+from zoo.factory.manifest import ZOO_FILE, Manifest, clean_stale
+from zoo.factory.shards import ShardInfo, fsync_dir
+
+CONFIG_FILE = "config.yaml"
+PROBE_FILE = "probe.parquet"
+TASK_ATTEMPTS = 3
+"""A task whose worker dies this many times fails the run (a crash it causes itself, e.g. out of memory)."""
+ACTOR_READY_TIMEOUT_S = 300.0
+WAIT_TIMEOUT_S = 1.0
+
+
+class ZooBusyError(ValueError):
+    """Another driver is generating into the same folder."""
+
+
+class TaskFailedError(RuntimeError):
+    """A task lost its worker ``TASK_ATTEMPTS`` times."""
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What one ``generate`` call did (counts are of this run; ``zoo_bytes`` is the whole folder's)."""
+
+    zoo_id: str
+    out: str
+    workers: int
+    batches_total: int
+    batches_skipped: int
+    batches: int
+    shards: int
+    kept: int
+    dropped: int
+    models: int
+    seconds: float
+    models_per_second: float
+    bytes: int
+    zoo_bytes: int
+    retries: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def generate(config: ZooConfig, out: str | Path, console: Console | None = None) -> RunSummary:
+    """Generate (or resume) the zoo of ``config`` in ``out``; see the module docstring."""
+    console = Console() if console is None else console
+    start = time.perf_counter()
+    out = Path(out)
+    zoo_id, config_hash = zoo_identity(config)
+    Manifest.open(out, zoo_id=zoo_id, config_hash=config_hash)  # refuses another zoo's folder, writes nothing then
+    with _exclusive(out):
+        manifest = Manifest.open(out, zoo_id=zoo_id, config_hash=config_hash)  # fresh, now that we own the folder
+        clean_stale(out)
+        _write_config(out, config)
+        _write_probe(out, config)
+        done = manifest.done_batches()
+        tasks = task_batches(config)
+        pending = [rest for rest in (tuple(b for b in task if b not in done) for task in tasks) if rest]
+        total = sum(len(task) for task in tasks)
+        tracker = _Tracker(console, manifest, zoo_id, total, skipped=total - sum(len(t) for t in pending), start=start)
+        if not pending:
+            console.print(f"{zoo_id}: all {total} batches are in {out}; nothing to do", highlight=False, markup=False)
+        else:
+            with tracker:
+                if config.runtime.workers == 0:
+                    _run_local(config, out, pending, tracker)
+                else:
+                    _run_ray(config, out, pending, tracker)
+        summary = tracker.summary(out, config.runtime.workers)
+    render_run_summary(summary, console)
+    return summary
+
+
+# ---------------------------------------------------------------- folder setup
+
+
+@contextlib.contextmanager
+def _exclusive(out: Path) -> Iterator[None]:
+    """Hold an advisory lock on ``zoo.json`` for the run; released by the kernel even on SIGKILL."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        yield
+        return
+    with open(out / ZOO_FILE, "rb") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ZooBusyError(f"{out}: another `zoo generate` is writing this folder") from None
+        except OSError:  # a filesystem without locks: go on unprotected
+            pass
+        yield
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    fsync_dir(path.parent)
+
+
+def _write_config(out: Path, config: ZooConfig) -> None:
+    """The resolved config of the latest run (rewritten only when it changed: batches, runtime)."""
+    path = out / CONFIG_FILE
+    text = dump_config(config).encode()
+    if not path.is_file() or path.read_bytes() != text:
+        _write_atomic(path, text)
+
+
+def _write_probe(out: Path, config: ZooConfig) -> None:
+    """The zoo's probe set, written once (it is pinned by the config hash)."""
+    path = out / PROBE_FILE
+    if path.is_file():
+        return
+    sink = pa.BufferOutputStream()
+    pq.write_table(probe_set(config).to_arrow(), sink, compression="zstd")
+    _write_atomic(path, sink.getvalue().to_pybytes())
+
+
+# ---------------------------------------------------------------- progress, logging, metrics
+
+
+def _batch_range(batches: tuple[int, ...]) -> str:
+    lo, hi = min(batches), max(batches)
+    return f"{lo}" if lo == hi else f"{lo}-{hi}"
+
+
+class _Tracker:
+    """Counts, the manifest, one log line per finished task, the progress bar and the Ray metrics."""
+
+    def __init__(self, console: Console, manifest: Manifest, zoo_id: str, total: int, *, skipped: int, start: float):
+        self.console = console
+        self.manifest = manifest
+        self.zoo_id = zoo_id
+        self.total = total
+        self.skipped = skipped
+        self.start = start
+        self.batches = self.shards = self.kept = self.dropped = self.models = self.bytes = self.retries = 0
+        self.metrics = None
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("batches"),
+            TextColumn("kept {task.fields[kept]:,} dropped {task.fields[dropped]:,}"),
+            TextColumn("{task.fields[rate]:.1f} models/s"),
+            TimeRemainingColumn(),
+            console=console,
+        )
+        self.task = self.progress.add_task(zoo_id, total=total, completed=skipped, kept=0, dropped=0, rate=0.0)
+
+    def __enter__(self) -> _Tracker:
+        if self.skipped:
+            self.log(f"resuming: {self.skipped} of {self.total} batches already done")
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.stop()
+
+    @property
+    def rate(self) -> float:
+        elapsed = time.perf_counter() - self.start
+        return self.models / elapsed if elapsed > 0 else 0.0
+
+    def log(self, line: str) -> None:
+        self.console.print(line, highlight=False, markup=False, soft_wrap=True)
+
+    def finished(self, info: ShardInfo, stats: TaskStats) -> None:
+        """A task's shard is durable: list it, count it, say so."""
+        if not self.manifest.add(info):
+            self.log(f"batches {_batch_range(info.batches)}: delivered twice, already listed")
+            return
+        self.batches += len(info.batches)
+        self.shards += 1
+        self.kept += stats.kept
+        self.dropped += stats.dropped
+        self.models += stats.models
+        self.bytes += info.bytes
+        task_rate = stats.models / stats.seconds if stats.seconds > 0 else 0.0
+        self.log(
+            f"[{self.skipped + self.batches}/{self.total}] batches {_batch_range(info.batches)}: "
+            f"kept {stats.kept}, dropped {stats.dropped}, {stats.models} models in {stats.seconds:.2f} s "
+            f"({task_rate:.1f} models/s) -> {info.name}"
+        )
+        rate = self.rate
+        self.progress.update(self.task, advance=len(info.batches), kept=self.kept, dropped=self.dropped, rate=rate)
+        if self.metrics is not None:
+            self.metrics.record(
+                models=stats.models,
+                kept=stats.kept,
+                dropped=stats.dropped,
+                shards=1,
+                bytes_=info.bytes,
+                models_per_second=rate,
+            )
+
+    def summary(self, out: Path, workers: int) -> RunSummary:
+        seconds = time.perf_counter() - self.start
+        return RunSummary(
+            zoo_id=self.zoo_id,
+            out=str(out),
+            workers=workers,
+            batches_total=self.total,
+            batches_skipped=self.skipped,
+            batches=self.batches,
+            shards=self.shards,
+            kept=self.kept,
+            dropped=self.dropped,
+            models=self.models,
+            seconds=seconds,
+            models_per_second=self.models / seconds if seconds > 0 else 0.0,
+            bytes=self.bytes,
+            zoo_bytes=sum(int(entry["bytes"]) for entry in self.manifest.entries()),
+            retries=self.retries,
+        )
+
+
+def render_run_summary(summary: RunSummary, console: Console) -> None:
+    table = Table(title=f"generated {summary.zoo_id}", show_header=False)
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    table.add_row("batches run", f"{summary.batches:,}")
+    table.add_row("batches skipped (done before)", f"{summary.batches_skipped:,}")
+    table.add_row("batches in zoo", f"{summary.batches_total:,}")
+    table.add_row("shards written", f"{summary.shards:,}")
+    table.add_row("pairs kept", f"{summary.kept:,}")
+    table.add_row("pairs dropped", f"{summary.dropped:,}")
+    table.add_row("models trained", f"{summary.models:,}")
+    table.add_row("seconds", f"{summary.seconds:,.1f}")
+    table.add_row("models/s", f"{summary.models_per_second:,.1f}")
+    table.add_row("bytes written", f"{summary.bytes / 1e6:,.2f} MB")
+    table.add_row("zoo bytes", f"{summary.zoo_bytes / 1e6:,.2f} MB")
+    if summary.retries:
+        table.add_row("tasks retried", f"{summary.retries:,}")
+    table.add_row("workers", "in-process" if summary.workers == 0 else f"{summary.workers}")
+    table.add_row("out", summary.out)
+    console.print(table)
+
+
+# ---------------------------------------------------------------- in-process
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int) -> Iterator[None]:
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _run_local(config: ZooConfig, out: Path, pending: list[tuple[int, ...]], tracker: _Tracker) -> None:
+    with _torch_threads(config.runtime.torch_threads):
+        for task in pending:
+            tracker.finished(*produce_shard(config, task, out))
+
+
+# ---------------------------------------------------------------- Ray
+
+
+class BatchWorker:
+    """A Ray actor that runs tasks and writes their shards; holds the config and a device, nothing heavy."""
+
+    def __init__(self, config: ZooConfig, out: str):
+        import torch
+
+        torch.set_num_threads(config.runtime.torch_threads)
+        gpus = config.runtime.num_gpus_per_worker
+        if 0 < gpus < 1 and torch.cuda.is_available():
+            # Fractional GPUs share a device without memory isolation.
+            torch.cuda.set_per_process_memory_fraction(gpus)
+        self.config = config
+        self.out = out
+
+    def ping(self) -> int:
+        return os.getpid()
+
+    def run(self, batch_ids: tuple[int, ...]) -> tuple[ShardInfo, TaskStats]:
+        return produce_shard(self.config, tuple(batch_ids), self.out)
+
+
+def _lost_worker_errors() -> tuple[type[BaseException], ...]:
+    """Failures of the worker, not of the task: the task is requeued."""
+    from ray import exceptions as rex
+
+    names = ("RayActorError", "WorkerCrashedError", "NodeDiedError", "ObjectLostError", "OwnerDiedError")
+    return tuple(getattr(rex, name) for name in names if hasattr(rex, name))
+
+
+@dataclass
+class _Slot:
+    actor: object
+    generation: int = 0
+    in_flight: int = 0
+
+
+class _ActorPool:
+    """``n`` actors with a bounded number of tasks each, refs mapped back to their tasks."""
+
+    def __init__(self, config: ZooConfig, out: Path, n: int):
+        import ray
+
+        runtime = config.runtime
+        self.cls = ray.remote(BatchWorker)  # looked up at run time, so tests can swap the class
+        self.config = config
+        self.out = str(out.resolve())
+        self.options = {
+            "num_cpus": runtime.num_cpus_per_worker,
+            "num_gpus": runtime.num_gpus_per_worker,
+            "max_restarts": runtime.max_restarts,
+            "max_task_retries": 0,
+        }
+        self.per_actor = runtime.in_flight_per_worker
+        self.slots = [_Slot(self._new_actor()) for _ in range(n)]
+        self.in_flight: dict[object, tuple[tuple[int, ...], int, int]] = {}
+
+    def _new_actor(self):
+        return self.cls.options(**self.options).remote(self.config, self.out)
+
+    def free_slot(self) -> int | None:
+        index = min(range(len(self.slots)), key=lambda i: self.slots[i].in_flight)
+        return index if self.slots[index].in_flight < self.per_actor else None
+
+    def submit(self, task: tuple[int, ...], index: int) -> None:
+        slot = self.slots[index]
+        ref = slot.actor.run.remote(task)
+        slot.in_flight += 1
+        self.in_flight[ref] = (task, index, slot.generation)
+
+    def pop(self, ref) -> tuple[tuple[int, ...], int, int]:
+        task, index, generation = self.in_flight.pop(ref)
+        self.slots[index].in_flight -= 1
+        return task, index, generation
+
+    def heal(self, index: int, generation: int) -> bool:
+        """After a lost task: keep the actor if Ray restarted it, else replace it. True if replaced.
+
+        Only the first failure of a generation checks; the actor's other lost tasks share the verdict.
+        """
+        import ray
+
+        slot = self.slots[index]
+        if generation != slot.generation:
+            return False
+        slot.generation += 1
+        try:
+            ray.get(slot.actor.ping.remote(), timeout=ACTOR_READY_TIMEOUT_S)
+            return False
+        except (*_lost_worker_errors(), ray.exceptions.GetTimeoutError):
+            ray.kill(slot.actor, no_restart=True)
+            slot.actor = self._new_actor()
+            return True
+
+    def shutdown(self) -> None:
+        import ray
+
+        for slot in self.slots:
+            with contextlib.suppress(Exception):
+                ray.kill(slot.actor, no_restart=True)
+
+
+@contextlib.contextmanager
+def _ray_connection(address: str | None) -> Iterator[None]:
+    """Use the Ray found in this process, or connect/start one and shut it down afterwards."""
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    ray.init(address=address)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def _run_ray(config: ZooConfig, out: Path, pending: list[tuple[int, ...]], tracker: _Tracker) -> None:
+    import ray
+
+    from zoo.factory.metrics import RunMetrics
+
+    lost = _lost_worker_errors()
+    with _ray_connection(config.runtime.address):
+        tracker.metrics = RunMetrics(tracker.zoo_id)
+        pool = _ActorPool(config, out, min(config.runtime.workers, len(pending)))
+        queue = deque(pending)
+        attempts: dict[tuple[int, ...], int] = {}
+        try:
+            while queue or pool.in_flight:
+                while queue and (index := pool.free_slot()) is not None:
+                    pool.submit(queue.popleft(), index)
+                ready, _ = ray.wait(list(pool.in_flight), num_returns=1, timeout=WAIT_TIMEOUT_S)
+                for ref in ready:
+                    task, index, generation = pool.pop(ref)
+                    try:
+                        info, stats = ray.get(ref)
+                    except lost as error:
+                        attempts[task] = attempts.get(task, 0) + 1
+                        if attempts[task] >= TASK_ATTEMPTS:
+                            raise TaskFailedError(
+                                f"batches {_batch_range(task)}: worker lost {attempts[task]} times "
+                                f"({type(error).__name__})"
+                            ) from error
+                        tracker.retries += 1
+                        queue.appendleft(task)
+                        replaced = pool.heal(index, generation)
+                        tracker.log(
+                            f"batches {_batch_range(task)}: worker {index} lost ({type(error).__name__}); "
+                            f"requeued{', worker replaced' if replaced else ''}"
+                        )
+                        continue
+                    tracker.finished(info, stats)
+        finally:
+            pool.shutdown()
