@@ -74,7 +74,7 @@ def signatures(pop: Population, probe: ProbeSet, config: SignatureConfig) -> lis
         logits, pres, posts = forward(pop, x)
         out = logits.unsqueeze(-1)
         layers = []
-        for pre, post in zip([*pres, out], [*posts, out]):
+        for pre, post in zip([*pres, out], [*(p[..., :-1] for p in posts), out]):
             chosen = {"pre": pre, "post": post}
             layers.append(torch.cat([_stats(chosen[s], pre, config, member) for s in sources], dim=2).cpu().numpy())
     result = []

@@ -87,6 +87,7 @@ class Population:
         self.sigmoid_segments = [seg for seg in self.segments if seg.activation == "sigmoid"]
         self.width_mask = self._width_masks()
         self.exits = self._exits()
+        self.exit_masks = dict(self.exits)
 
     @property
     def size(self) -> int:
@@ -141,6 +142,17 @@ class Population:
         ]
 
 
+    def augmented(self, flat: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """``[N, in + 1, out]`` views: each block's weights with its bias as the last row.
+
+        Inputs carry a constant 1 in their last feature, so one ``bmm`` applies weights and
+        bias and one ``bmm`` gives both gradients.
+        """
+        flat = self.flat if flat is None else flat
+        n = flat.shape[0]
+        return [flat[:, b.w_offset : b.end].view(n, b.fan_in + 1, b.fan_out) for b in self.blocks]
+
+
 def _segments(activations: list[str]) -> list[Segment]:
     segments, start = [], 0
     for i in range(1, len(activations) + 1):
@@ -150,13 +162,11 @@ def _segments(activations: list[str]) -> list[Segment]:
     return segments
 
 
-def _per_segment(segments: list[Segment], fn, *tensors: torch.Tensor) -> torch.Tensor:
-    """``fn(activation, *slices, out=slice)`` for each run of models, written into one tensor."""
-    if len(segments) == 1:
-        return fn(segments[0].activation, *tensors)
-    out = torch.empty_like(tensors[-1])
+def _per_segment(segments: list[Segment], fn, *tensors: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """``fn(activation, *slices, out=slice)`` for each run of models, written into ``out``."""
     for seg in segments:
-        fn(seg.activation, *(t[seg.start : seg.end] for t in tensors), out=out[seg.start : seg.end])
+        part = slice(seg.start, seg.end)
+        fn(seg.activation, *(t[part] for t in tensors), out=out[part])
     return out
 
 
@@ -164,8 +174,8 @@ def activate(name: str, z: torch.Tensor, out: torch.Tensor | None = None) -> tor
     nn_ops = torch._C._nn
     if name == "relu":
         return torch.clamp_min(z, 0.0, out=out) if out is not None else torch.relu(z)
-    if name == "gelu":
-        return nn_ops.gelu(z, out=out) if out is not None else nn_ops.gelu(z)
+    if name == "gelu":  # gelu's out= variant mishandles strided outputs (torch 2.13): copy instead
+        return nn_ops.gelu(z) if out is None else out.copy_(nn_ops.gelu(z))
     if name == "tanh":
         return torch.tanh(z, out=out)
     if name == "sigmoid":
@@ -195,53 +205,65 @@ def activation_grad(
     return op(*args) if out is None else op.grad_input(*args, grad_input=out)
 
 
+def _with_ones(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """An ``[N, B, H + 1]`` buffer whose last feature is 1, and its ``[N, B, H]`` view to fill."""
+    buffer = torch.empty(*z.shape[:-1], z.shape[-1] + 1, dtype=z.dtype, device=z.device)
+    buffer[..., -1] = 1.0
+    return buffer, buffer[..., :-1]
+
+
 def forward(
     pop: Population, x: torch.Tensor, flat: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
-    """Logits ``[N, B]`` for inputs ``x [N, B, D]``, plus every hidden layer's pre- and post-activations."""
-    params = pop.params(flat)
+    """Logits ``[N, B]`` for inputs ``x [N, B, D + 1]`` (see ``one_hot_inputs``).
+
+    Also returns every hidden layer's pre-activations and its post-activations with
+    the constant-1 feature appended (``[..., :-1]`` is the layer's output).
+    """
+    weights = pop.augmented(flat)
     h, pres, posts = x, [], []
-    for layer, (w, b) in enumerate(params[:-1]):
-        z = torch.baddbmm(b, h, w)
-        h = _per_segment(pop.segments, activate, z)
+    for layer, w in enumerate(weights[:-1]):
+        z = torch.bmm(h, w)
+        h, post = _with_ones(z)
+        _per_segment(pop.segments, activate, z, out=post)
         if pop.width_mask[layer] is not None:
             for seg in pop.sigmoid_segments:
-                h[seg.start : seg.end].mul_(pop.width_mask[layer][seg.start : seg.end])
+                post[seg.start : seg.end].mul_(pop.width_mask[layer][seg.start : seg.end])
         pres.append(z)
         posts.append(h)
-    w_head, b_head = params[-1]
-    out = b_head
+    w_head = weights[-1]
+    out = None
     for layer, mask in pop.exits:
-        out = torch.baddbmm(out, posts[layer], w_head if mask is None else w_head * mask)
+        term = torch.bmm(posts[layer], w_head if mask is None else w_head * mask)
+        out = term if out is None else out + term
     return out.squeeze(-1), pres, posts
 
 
 def gradients(pop: Population, flat: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Gradient ``[N, P]`` of each model's mean BCE-with-logits loss on its own minibatch."""
     logits, pres, posts = forward(pop, x, flat)
-    params = pop.params(flat)
-    w_head = params[-1][0]
+    weights = pop.augmented(flat)
+    w_head = weights[-1]
     g_out = ((torch.sigmoid(logits) - y) * (1.0 / x.shape[1])).unsqueeze(-1)
-    head_weight = {layer: w_head if mask is None else w_head * mask for layer, mask in pop.exits}
-    head_w_grad = None
     inputs = [x, *posts]
-    grads: list[torch.Tensor] = [g_out.sum(1)]
+    grads: list[torch.Tensor] = []
+    head_grad = None
     from_above = None
     for layer in range(pop.n_layers - 1, -1, -1):
-        if layer in head_weight:
+        mask = pop.exit_masks.get(layer, False)
+        if mask is not False:
             g = torch.bmm(posts[layer].transpose(1, 2), g_out)
-            mask = dict(pop.exits)[layer]
             g = g if mask is None else g * mask
-            head_w_grad = g if head_w_grad is None else head_w_grad + g
-            from_head = torch.bmm(g_out, head_weight[layer].transpose(1, 2))
+            head_grad = g if head_grad is None else head_grad + g
+            w = w_head[:, :-1].transpose(1, 2)
+            from_head = torch.bmm(g_out, w if mask is None else w * mask)
             from_above = from_head if from_above is None else from_above + from_head
-        g_z = _per_segment(pop.segments, activation_grad, pres[layer], posts[layer], from_above)
-        grads.append(g_z.sum(1))
+        g_z = _per_segment(pop.segments, activation_grad, pres[layer], posts[layer][..., :-1], from_above,
+                           out=torch.empty_like(from_above))
         grads.append(torch.bmm(inputs[layer].transpose(1, 2), g_z).flatten(1))
         if layer > 0:
-            from_above = torch.bmm(g_z, params[layer][0].transpose(1, 2))
-    grads.insert(1, head_w_grad.flatten(1))
-    return torch.cat(grads[::-1], dim=1)
+            from_above = torch.bmm(g_z, weights[layer][:, :-1].transpose(1, 2))
+    return torch.cat([*grads[::-1], head_grad.flatten(1)], dim=1)
 
 
 def bce_per_model(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -249,8 +271,10 @@ def bce_per_model(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def one_hot_inputs(tokens: torch.Tensor, vocab_size: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """``[..., L]`` token ids -> ``[..., L * vocab]`` one-hot features, as the nn.Module computes them."""
-    return F.one_hot(tokens.long(), vocab_size).flatten(-2).to(dtype)
+    """``[..., L]`` token ids -> ``[..., L * vocab + 1]``: the one-hot features the nn.Module
+    computes, then a constant 1 that carries the first layer's bias."""
+    one_hot = F.one_hot(tokens.long(), vocab_size).flatten(-2).to(dtype)
+    return torch.cat([one_hot, torch.ones_like(one_hot[..., :1])], dim=-1)
 
 
 def _splitmix64(x: np.ndarray) -> np.ndarray:
@@ -380,15 +404,17 @@ def train_population(
     epochs_run = torch.zeros(n, dtype=torch.long, device=device)
     dim = data.x_train.shape[2]
     row_base = torch.arange(n, device=device)[:, None] * s
+    x_rows, y_rows = data.x_train.reshape(n * s, dim), data.y_train.reshape(n * s)
     step = 0
     for epoch in range(epochs):
         order = torch.from_numpy(epoch_order(order_seeds, epoch, s)).to(device)
-        rows = (order + row_base).view(-1)
-        xs = data.x_train.reshape(n * s, dim).index_select(0, rows).view(n, s, dim)
-        ys = data.y_train.reshape(-1).index_select(0, rows).view(n, s)
+        rows = order + row_base
         step_lr = lr_t * active[:, None]
         for start in range(0, s, config.batch_size):
-            g = gradients(pop, flat, xs[:, start : start + config.batch_size], ys[:, start : start + config.batch_size])
+            batch = rows[:, start : start + config.batch_size].reshape(-1)
+            xb = x_rows.index_select(0, batch).view(n, -1, dim)
+            yb = y_rows.index_select(0, batch).view(n, -1)
+            g = gradients(pop, flat, xb, yb)
             if config.weight_decay:
                 g = g.add(flat, alpha=config.weight_decay)
             step += 1
@@ -420,6 +446,6 @@ def auto_population_size(config: TrainingConfig, device: torch.device, bytes_per
     if config.population_size != "auto":
         return int(config.population_size)
     if device.type != "cuda":
-        return 64
+        return 32
     free, _ = torch.cuda.mem_get_info(device)
     return int(max(64, min(65536, 0.5 * free // max(bytes_per_model, 1))))

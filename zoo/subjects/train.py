@@ -46,13 +46,14 @@ class TrainedGroup:
 
 
 def plan_groups(architectures: list[Architecture], max_size: int) -> list[list[int]]:
-    """Chunks of at most ``max_size`` indices, each ordered by (activation, depth).
+    """Chunks of at most ``max_size`` indices that waste little to padding.
 
-    Mixed depths and activations share a population; ordering by activation keeps
-    the per-activation runs few, and sorting by depth keeps similar models together
-    when the population has to be split.
+    Models are sorted by depth, then width, so a chunk holds models of about one
+    shape (padding is paid in FLOPs); activations may mix freely (a run per
+    activation costs a few cheap ops). Within a chunk, models are ordered by
+    activation to keep those runs few.
     """
-    order = sorted(range(len(architectures)), key=lambda i: (architectures[i].activation, architectures[i].n_layers, i))
+    order = sorted(range(len(architectures)), key=lambda i: (architectures[i].n_layers, max(architectures[i].widths), i))
     chunks = [order[i : i + max_size] for i in range(0, len(order), max_size)]
     return [sorted(chunk, key=lambda i: (architectures[i].activation, i)) for chunk in chunks]
 
