@@ -21,6 +21,7 @@ from rich.table import Table
 
 from zoo.config import ZooConfig
 from zoo.factory.plan import BatchPlan, clean_job, plan_batch
+from zoo.subjects.allocator import keep_freed_memory
 from zoo.subjects.evaluate import score
 from zoo.subjects.population import init_weights, logits, one_hot_inputs, resolve_device
 from zoo.subjects.reference import train_reference
@@ -82,6 +83,7 @@ def run_bench(config: ZooConfig, models: int = 96, threads: int | None = None, p
     """Train the clean model of batches ``0..models-1`` with both trainers and compare."""
     if models < 1:
         raise ValueError("bench: --models must be at least 1")
+    keep_freed_memory()  # before either trainer runs, so both get the same allocator
     if threads is not None:
         torch.set_num_threads(threads)
     threads = torch.get_num_threads()

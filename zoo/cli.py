@@ -127,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="population trainer vs the sequential reference")
     _add_run_options(p)
     p.add_argument("--models", type=int, default=96, help="models trained by each trainer")
-    p.add_argument("--threads", type=int, default=None, help="torch threads for both (default: all cores)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads for both trainers (default 1: one core, as a factory worker)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_bench)
 

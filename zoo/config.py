@@ -175,7 +175,9 @@ class SignatureConfig(Strict):
 
 
 class StorageConfig(Strict):
-    batches_per_shard: int = Field(1, ge=1)
+    batches_per_shard: int = Field(
+        8, ge=1, description="batches trained together as one population and written as one shard"
+    )
     row_group_rows: int = Field(1024, ge=1)
     compression: Literal["zstd", "snappy", "none"] = "zstd"
 
@@ -183,7 +185,7 @@ class StorageConfig(Strict):
 class RuntimeConfig(Strict):
     """Where and how the batches run; not part of the config hash (it cannot change a record)."""
 
-    workers: int = Field(1, ge=0, description="0 runs in-process without Ray")
+    workers: int = Field(2, ge=0, description="Ray actors; 0 runs in-process without Ray")
     address: str | None = Field(None, description="Ray address; None starts an embedded local Ray")
     in_flight_per_worker: int = Field(2, ge=1)
     num_gpus_per_worker: float = Field(0.0, ge=0.0, le=8.0)

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from zoo.config import TrainingConfig
+from zoo.subjects.allocator import keep_freed_memory
 from zoo.subjects.architecture import Architecture
 from zoo.subjects.population import (
     Population,
@@ -104,6 +105,8 @@ def train_subjects(
     """Train every job; the population size adapts to the device unless the config fixes it."""
     if not jobs:
         return []
+    if device.type == "cpu":
+        keep_freed_memory()
     size = auto_population_size(config, device, max(bytes_per_model(j) for j in jobs))
     trained = []
     for indices in plan_groups([j.architecture for j in jobs], size):
