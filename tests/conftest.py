@@ -35,6 +35,17 @@ def _merge(base: dict, overrides: dict) -> dict:
     return merged
 
 
+@pytest.fixture(scope="session")
+def make_config():
+    """Build a tiny ``ZooConfig`` with nested overrides, e.g. ``make_config(batches=4, runtime={"workers": 0})``."""
+    from zoo.config import ZooConfig, parse_config
+
+    def make(**overrides) -> ZooConfig:
+        return parse_config(_merge(TINY_ZOO, overrides), ZooConfig)
+
+    return make
+
+
 @pytest.fixture
 def zoo_yaml(tmp_path):
     """Write a tiny zoo config (fast: 6 batches of 3 models, 2 batches per shard) as YAML; returns its path.
@@ -43,8 +54,8 @@ def zoo_yaml(tmp_path):
     """
     import yaml
 
-    def write(name: str = "zoo.yaml", **overrides) -> Path:
-        path = tmp_path / name
+    def write(filename: str = "zoo.yaml", **overrides) -> Path:
+        path = tmp_path / filename
         path.write_text(yaml.safe_dump(_merge(TINY_ZOO, overrides)))
         return path
 

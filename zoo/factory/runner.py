@@ -23,6 +23,21 @@ durable, so a driver killed at any moment loses nothing finished and a rerun on
 the same folder resumes. Leftovers of the killed run (temporary files, shards
 without a line) are removed before a run starts. A second driver on the same
 folder is refused while the first holds it (an advisory lock on ``zoo.json``).
+
+Besides shards, ``zoo.json`` and ``manifest.jsonl``, the folder holds the
+resolved config of the latest run (``config.yaml``) and the zoo's probe set
+(``probe.parquet``); read shards through the manifest (``zoo.factory.reader``),
+not by globbing ``*.parquet``.
+
+Notes:
+- More batches later (same config, larger ``batches``) extend a zoo. If the old
+  count was not a multiple of ``storage.batches_per_shard``, the new batches of
+  the old last task run as a smaller task, and their floats may differ in the
+  last bits from a fresh run with the new count (populations of another size).
+- Actors write shards to ``out`` on their own node: on a multi-node cluster it
+  must be a shared filesystem.
+- The embedded Ray keeps its dashboard (http://127.0.0.1:8265, loopback only);
+  tests start one Ray per session without it (``tests/conftest.py``).
 """
 
 from __future__ import annotations
@@ -96,21 +111,23 @@ def generate(config: ZooConfig, out: str | Path, console: Console | None = None)
     with _exclusive(out):
         manifest = Manifest.open(out, zoo_id=zoo_id, config_hash=config_hash)  # fresh, now that we own the folder
         clean_stale(out)
-        _write_config(out, config)
-        _write_probe(out, config)
         done = manifest.done_batches()
         tasks = task_batches(config)
         pending = [rest for rest in (tuple(b for b in task if b not in done) for task in tasks) if rest]
         total = sum(len(task) for task in tasks)
-        tracker = _Tracker(console, manifest, zoo_id, total, skipped=total - sum(len(t) for t in pending), start=start)
-        if not pending:
-            console.print(f"{zoo_id}: all {total} batches are in {out}; nothing to do", highlight=False, markup=False)
-        else:
-            with tracker:
-                if config.runtime.workers == 0:
-                    _run_local(config, out, pending, tracker)
-                else:
-                    _run_ray(config, out, pending, tracker)
+        use_ray = bool(pending) and config.runtime.workers > 0
+        with _ray_connection(config.runtime.address, console) if use_ray else contextlib.nullcontext():
+            _write_config(out, config)
+            _write_probe(out, config)
+            tracker = _Tracker(console, manifest, zoo_id, total, skipped=total - sum(map(len, pending)), start=start)
+            if not pending:
+                tracker.log(f"{zoo_id}: all {total} batches are in {out}; nothing to do")
+            else:
+                with tracker:
+                    if use_ray:
+                        _run_ray(config, out, pending, tracker)
+                    else:
+                        _run_local(config, out, pending, tracker)
         summary = tracker.summary(out, config.runtime.workers)
     render_run_summary(summary, console)
     return summary
@@ -349,6 +366,16 @@ class _Slot:
     in_flight: int = 0
 
 
+@dataclass(frozen=True)
+class _Flight:
+    """A submitted task: which actor (slot and incarnation) runs it, and when it was submitted."""
+
+    task: tuple[int, ...]
+    index: int
+    generation: int
+    seq: int
+
+
 class _ActorPool:
     """``n`` actors with a bounded number of tasks each, refs mapped back to their tasks."""
 
@@ -367,7 +394,9 @@ class _ActorPool:
         }
         self.per_actor = runtime.in_flight_per_worker
         self.slots = [_Slot(self._new_actor()) for _ in range(n)]
-        self.in_flight: dict[object, tuple[tuple[int, ...], int, int]] = {}
+        self.in_flight: dict[object, _Flight] = {}
+        self._seq = 0
+        self._culprits: dict[tuple[int, int], int] = {}
 
     def _new_actor(self):
         return self.cls.options(**self.options).remote(self.config, self.out)
@@ -380,22 +409,48 @@ class _ActorPool:
         slot = self.slots[index]
         ref = slot.actor.run.remote(task)
         slot.in_flight += 1
-        self.in_flight[ref] = (task, index, slot.generation)
+        self._seq += 1
+        self.in_flight[ref] = _Flight(task, index, slot.generation, self._seq)
 
-    def pop(self, ref) -> tuple[tuple[int, ...], int, int]:
-        task, index, generation = self.in_flight.pop(ref)
-        self.slots[index].in_flight -= 1
-        return task, index, generation
+    def pop(self, ref) -> _Flight:
+        flight = self.in_flight.pop(ref)
+        self.slots[flight.index].in_flight -= 1
+        return flight
 
-    def heal(self, index: int, generation: int) -> bool:
-        """After a lost task: keep the actor if Ray restarted it, else replace it. True if replaced.
+    def to_blame(self, flight: _Flight) -> bool:
+        """Whether a lost task was the one its actor was running when it died.
 
-        Only the first failure of a generation checks; the actor's other lost tasks share the verdict.
+        An actor runs its tasks in submission order, so of the tasks lost with one
+        incarnation the earliest submitted was running; the others only queued
+        behind it and do not count against their attempts. (Earlier tasks whose
+        results arrived but are not yet collected finished: they are not lost.)
         """
         import ray
 
-        slot = self.slots[index]
-        if generation != slot.generation:
+        key = (flight.index, flight.generation)
+        if key not in self._culprits:
+            self._culprits[key] = flight.seq
+            earlier = sorted(
+                ((f.seq, ref) for ref, f in self.in_flight.items() if (f.index, f.generation) == key and f.seq < flight.seq),
+                key=lambda pair: pair[0],
+            )
+            for seq, ref in earlier:
+                try:
+                    ray.get(ref, timeout=0)
+                except Exception:  # lost too (or not back yet, which for a dead actor means lost)
+                    self._culprits[key] = seq
+                    break
+        return self._culprits[key] == flight.seq
+
+    def heal(self, flight: _Flight) -> bool:
+        """After a lost task: keep the actor if Ray restarted it, else replace it. True if replaced.
+
+        Only the first loss of an incarnation checks; its other lost tasks share the verdict.
+        """
+        import ray
+
+        slot = self.slots[flight.index]
+        if flight.generation != slot.generation:
             return False
         slot.generation += 1
         try:
@@ -414,15 +469,28 @@ class _ActorPool:
                 ray.kill(slot.actor, no_restart=True)
 
 
+class RayConnectionError(ValueError):
+    """``runtime.address`` names no reachable Ray cluster."""
+
+
 @contextlib.contextmanager
-def _ray_connection(address: str | None) -> Iterator[None]:
-    """Use the Ray found in this process, or connect/start one and shut it down afterwards."""
+def _ray_connection(address: str | None, console: Console) -> Iterator[None]:
+    """Use the Ray found in this process, or connect/start one and shut it down afterwards.
+
+    Without an address, ``ray.init()`` joins the cluster in ``RAY_ADDRESS`` (set by
+    ``ray job submit``) or one started with ``ray start`` on this machine, else it
+    starts an embedded local Ray, dashboard included.
+    """
     import ray
 
     if ray.is_initialized():
         yield
         return
-    ray.init(address=address)
+    console.print(f"connecting to Ray at {address}" if address else "starting Ray", highlight=False, markup=False)
+    try:
+        ray.init(address=address)
+    except ConnectionError as error:
+        raise RayConnectionError(f"cannot reach Ray at {address}: {str(error).splitlines()[0]}") from None
     try:
         yield
     finally:
@@ -435,35 +503,41 @@ def _run_ray(config: ZooConfig, out: Path, pending: list[tuple[int, ...]], track
     from zoo.factory.metrics import RunMetrics
 
     lost = _lost_worker_errors()
-    with _ray_connection(config.runtime.address):
-        tracker.metrics = RunMetrics(tracker.zoo_id)
-        pool = _ActorPool(config, out, min(config.runtime.workers, len(pending)))
-        queue = deque(pending)
-        attempts: dict[tuple[int, ...], int] = {}
-        try:
-            while queue or pool.in_flight:
-                while queue and (index := pool.free_slot()) is not None:
-                    pool.submit(queue.popleft(), index)
-                ready, _ = ray.wait(list(pool.in_flight), num_returns=1, timeout=WAIT_TIMEOUT_S)
-                for ref in ready:
-                    task, index, generation = pool.pop(ref)
-                    try:
-                        info, stats = ray.get(ref)
-                    except lost as error:
-                        attempts[task] = attempts.get(task, 0) + 1
-                        if attempts[task] >= TASK_ATTEMPTS:
-                            raise TaskFailedError(
-                                f"batches {_batch_range(task)}: worker lost {attempts[task]} times "
-                                f"({type(error).__name__})"
-                            ) from error
-                        tracker.retries += 1
-                        queue.appendleft(task)
-                        replaced = pool.heal(index, generation)
-                        tracker.log(
-                            f"batches {_batch_range(task)}: worker {index} lost ({type(error).__name__}); "
-                            f"requeued{', worker replaced' if replaced else ''}"
-                        )
-                        continue
-                    tracker.finished(info, stats)
-        finally:
-            pool.shutdown()
+    tracker.metrics = RunMetrics(tracker.zoo_id)
+    pool = _ActorPool(config, out, min(config.runtime.workers, len(pending)))
+    queue = deque(pending)
+    attempts: dict[tuple[int, ...], int] = {}
+    try:
+        while queue or pool.in_flight:
+            while queue and (index := pool.free_slot()) is not None:
+                pool.submit(queue.popleft(), index)
+            ready, _ = ray.wait(list(pool.in_flight), num_returns=1, timeout=WAIT_TIMEOUT_S)
+            for ref in ready:
+                flight = pool.pop(ref)
+                try:
+                    info, stats = ray.get(ref)
+                except lost as error:
+                    _requeue(pool, flight, error, queue, attempts, tracker)
+                    continue
+                tracker.finished(info, stats)
+    finally:
+        pool.shutdown()
+
+
+def _requeue(pool: _ActorPool, flight: _Flight, error: Exception, queue: deque, attempts: dict, tracker: _Tracker) -> None:
+    """Put a lost task back at the front of the queue; fail the run if it keeps killing its workers."""
+    task = flight.task
+    if pool.to_blame(flight):
+        attempts[task] = attempts.get(task, 0) + 1
+        if attempts[task] >= TASK_ATTEMPTS:
+            raise TaskFailedError(
+                f"batches {_batch_range(task)}: its worker died {attempts[task]} times while running it "
+                f"({type(error).__name__})"
+            ) from error
+    tracker.retries += 1
+    queue.appendleft(task)
+    replaced = pool.heal(flight)
+    tracker.log(
+        f"batches {_batch_range(task)}: worker {flight.index} lost ({type(error).__name__}); "
+        f"requeued{', worker replaced' if replaced else ''}"
+    )
