@@ -61,7 +61,7 @@ def test_the_folder_loads_through_the_cards_configs(split_zoo, tmp_path):
 def test_unsplit_zoo_is_one_train_split_of_every_shard(zoo_copy, tmp_path):
     write_card(zoo_copy)
     files = front_matter_files(zoo_copy)
-    assert files == {"train": sorted(p.name for p in zoo_copy.glob("shard-*.parquet"))}
+    assert files == {"train": sorted(f"data/{p.name}" for p in zoo_copy.glob("data/shard-*.parquet"))}
     loaded = datasets.load_dataset(str(zoo_copy), split="train", cache_dir=str(tmp_path))
     assert loaded.num_rows == read_records(zoo_copy, columns=["batch_id"]).num_rows
 
@@ -124,7 +124,7 @@ def test_card_refuses_to_replace_a_hand_written_readme(capsys, zoo_copy):
 
 
 def test_card_of_an_unverified_zoo_exits_2(capsys, zoo_copy):
-    next(zoo_copy.glob("shard-*.parquet")).unlink()
+    next(zoo_copy.glob("data/shard-*.parquet")).unlink()
     code, _, err = run_cli(capsys, "card", zoo_copy)
     assert code == 2 and "does not verify" in err
     assert not (zoo_copy / "README.md").exists()

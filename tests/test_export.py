@@ -197,7 +197,7 @@ def test_empty_zoo_is_refused(capsys, tmp_path):
 
 
 def test_unverified_zoo_is_refused(capsys, zoo_copy, tmp_path):
-    shard = sorted(zoo_copy.glob("shard-*.parquet"))[0]
+    shard = sorted(zoo_copy.glob("data/shard-*.parquet"))[0]
     data = bytearray(shard.read_bytes())
     data[len(data) // 2] ^= 0xFF
     shard.write_bytes(bytes(data))

@@ -96,14 +96,14 @@ def test_split_zoo_publishes_split_files_not_shards(ready_zoo):
     names = {f.path_in_repo for f in local_files(ready_zoo)}
     split_files = {str(p.relative_to(ready_zoo)) for p in (ready_zoo / "splits").rglob("*.parquet")}
     assert split_files <= names
-    assert not any(name.startswith("shard-") for name in names)
+    assert not any(name.startswith("data/shard-") for name in names)
     assert {"README.md", "config.yaml", "probe.parquet", "splits.json", "zoo.json"} <= names
 
 
 def test_unsplit_zoo_publishes_shards_and_manifest(zoo_copy):
     write_card(zoo_copy)
     names = {f.path_in_repo for f in local_files(zoo_copy)}
-    assert {p.name for p in zoo_copy.glob("shard-*.parquet")} | {"manifest.jsonl"} <= names
+    assert {f"data/{p.name}" for p in zoo_copy.glob("data/shard-*.parquet")} | {"manifest.jsonl"} <= names
 
 
 def test_dry_run_prints_the_plan_and_touches_nothing(capsys, ready_zoo, monkeypatch):

@@ -90,8 +90,8 @@ def test_content_hash_is_stable_across_processes():
 
 def test_write_is_atomic_and_describes_the_file(tmp_path):
     info = write_shard(tmp_path, make_table(), [0, 1], StorageConfig())
-    assert [p.name for p in tmp_path.iterdir()] == [info.name]
-    assert info.name == f"shard-000000-000001-{info.content[:12]}.parquet"
+    assert [str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file()] == [info.name]
+    assert info.name == f"data/shard-000000-000001-{info.content[:12]}.parquet"
     assert info == ShardInfo(
         info.name, (0, 1), 6, file_sha256(tmp_path / info.name), (tmp_path / info.name).stat().st_size, info.content
     )
@@ -101,7 +101,7 @@ def test_same_content_twice_gives_one_file(tmp_path):
     first = write_shard(tmp_path, make_table(), [0, 1], StorageConfig())
     second = write_shard(tmp_path, make_table(), [1, 0], StorageConfig())
     assert second == first
-    assert len(list(tmp_path.iterdir())) == 1
+    assert len(list((tmp_path / "data").iterdir())) == 1
 
 
 def test_row_order_does_not_change_the_shard(tmp_path):
@@ -130,7 +130,7 @@ def test_damaged_file_under_the_same_name_is_replaced(tmp_path):
 def test_rows_of_unlisted_batch_are_refused(tmp_path):
     with pytest.raises(ValueError, match=r"\[1\]"):
         write_shard(tmp_path, make_table(), [0], StorageConfig())
-    assert list(tmp_path.iterdir()) == []
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
 
 
 def test_wrong_schema_is_refused(tmp_path):
@@ -140,7 +140,7 @@ def test_wrong_schema_is_refused(tmp_path):
 
 def test_batch_without_rows_still_gets_a_shard(tmp_path):
     info = write_shard(tmp_path, make_table(batches=()), [5], StorageConfig())
-    assert (info.name.startswith("shard-000005-000005-"), info.rows) == (True, 0)
+    assert (info.name.startswith("data/shard-000005-000005-"), info.rows) == (True, 0)
     assert pq.read_table(tmp_path / info.name).num_rows == 0
 
 

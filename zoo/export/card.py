@@ -43,7 +43,7 @@ def data_files(folder: ZooFolder) -> dict[str, list[str]]:
         splits = load_splits(folder.path)
         check_split_files(folder.path, splits)
         return splits.data_files()
-    return {"train": [path.name for path in folder.shards]}
+    return {"train": [str(path.relative_to(folder.path)) for path in folder.shards]}
 
 
 def front_matter(folder: ZooFolder, files: dict[str, list[str]], license: str = LICENSE) -> dict:

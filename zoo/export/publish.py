@@ -103,7 +103,7 @@ def _local(folder: Path, relative: str, metadata: bool) -> LocalFile:
 
 
 def _is_data_path(path: str) -> bool:
-    return path.endswith(".parquet") and (path.startswith("splits/") or path.startswith("shard-"))
+    return path.endswith(".parquet") and (path.startswith("splits/") or path.startswith("data/shard-"))
 
 
 def is_same(local: LocalFile, remote: RemoteFile) -> bool:
@@ -126,7 +126,7 @@ def plan_upload(
 
     Data files, in path order, fill commits of at most ``files_per_commit`` files;
     metadata files that need uploading make one last commit, the card at its end.
-    Remote data files (``splits/**.parquet``, ``shard-*.parquet``) absent locally
+    Remote data files (``splits/**.parquet``, ``data/shard-*.parquet``) absent locally
     are ``stale``: left alone unless ``delete_stale``, in which case the final
     commit deletes them.
     """
@@ -174,7 +174,8 @@ def local_files(zoo_dir: str | Path, *, with_shards: bool = False) -> list[Local
         meta.append(SPLITS_FILE)
     if not split or with_shards:
         meta.append(MANIFEST_FILE)
-        data += [p.name for p in folder.shards if p.name not in data]
+        shards = [str(p.relative_to(root)) for p in folder.shards]
+        data += [name for name in shards if name not in data]
     files = [_local(root, name, True) for name in meta] + [_local(root, name, False) for name in data]
     if split:
         listed = {f["path"]: f["sha256"] for entries in load_splits(root).files.values() for f in entries}

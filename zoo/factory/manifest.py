@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from zoo.factory.schema import SCHEMA_VERSION
-from zoo.factory.shards import SHARD_GLOB, ShardInfo, fsync_dir
+from zoo.factory.shards import ShardInfo, data_dir, fsync_dir, relative_name, shard_files
 
 ZOO_FILE = "zoo.json"
 MANIFEST_FILE = "manifest.jsonl"
@@ -220,10 +220,10 @@ def clean_stale(out_dir: str | Path) -> list[str]:
     if not out_dir.is_dir():
         return []
     listed = {entry["shard"] for entry in read_manifest(out_dir)}
-    stale = [p for p in out_dir.glob("*.tmp") if p.is_file()]
-    stale += [p for p in out_dir.glob(SHARD_GLOB) if p.name not in listed]
+    stale = [p for folder in (out_dir, data_dir(out_dir)) for p in folder.glob("*.tmp") if p.is_file()]
+    stale += [p for p in shard_files(out_dir) if relative_name(p) not in listed]
     for path in stale:
         path.unlink(missing_ok=True)
-    if stale:
-        fsync_dir(out_dir)
-    return sorted(p.name for p in stale)
+    for folder in {path.parent for path in stale}:
+        fsync_dir(folder)
+    return sorted(str(p.relative_to(out_dir)) for p in stale)

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 
 from zoo.factory.manifest import MANIFEST_FILE, ManifestError, read_manifest, read_zoo_info
 from zoo.factory.schema import META_PREFIX, record_schema, schema_problems
-from zoo.factory.shards import CONTENT_KEY, SHARD_GLOB, file_sha256, sort_records
+from zoo.factory.shards import CONTENT_KEY, file_sha256, relative_name, shard_files, sort_records
 
 _SORT_KEYS = ("batch_id", "pair_index")
 
@@ -78,8 +78,8 @@ def verify(out_dir: str | Path) -> list[str]:
     listed = {entry["shard"] for entry in entries}
     problems += [
         f"{path}: shard on disk but not in {MANIFEST_FILE}"
-        for path in sorted(out_dir.glob(SHARD_GLOB))
-        if path.name not in listed
+        for path in shard_files(out_dir)
+        if relative_name(path) not in listed
     ]
     return problems
 

@@ -23,7 +23,23 @@ import pyarrow.parquet as pq
 from zoo.config import StorageConfig
 from zoo.factory.schema import META_PREFIX, content_hash, schema_problems
 
+DATA_DIR = "data"
+"""Shards live in ``<zoo>/data/`` alone, so that folder reads as one Parquet dataset with any library."""
 SHARD_GLOB = "shard-*.parquet"
+
+
+def data_dir(out_dir: str | Path) -> Path:
+    return Path(out_dir) / DATA_DIR
+
+
+def shard_files(out_dir: str | Path) -> list[Path]:
+    """Every shard file on disk, listed or not."""
+    return sorted(data_dir(out_dir).glob(SHARD_GLOB))
+
+
+def relative_name(path: Path) -> str:
+    """A shard's name as the manifest lists it: its path inside the zoo folder."""
+    return f"{DATA_DIR}/{path.name}"
 CONTENT_KEY = f"{META_PREFIX}content_sha256".encode()
 _WEIGHT_COLUMNS = ("clean_weights", "degraded_weights")
 
@@ -65,7 +81,7 @@ def write_shard(out_dir: str | Path, table: pa.Table, batch_ids: Sequence[int], 
     table = sort_records(table)
     content = content_hash(table)
     name = shard_name(batches, content)
-    path = Path(out_dir) / name
+    path = data_dir(out_dir) / name
     existing = _existing(path, batches, content)
     if existing is not None:
         return existing
@@ -204,7 +220,7 @@ def _existing(path: Path, batches: tuple[int, ...], content: str) -> ShardInfo |
     if stored != content:
         raise RuntimeError(f"{path}: holds content {stored[:16]}, not {content[:16]} (hash prefix collision)")
     rows = pq.ParquetFile(path).metadata.num_rows
-    return ShardInfo(path.name, batches, rows, file_sha256(path), path.stat().st_size, content)
+    return ShardInfo(relative_name(path), batches, rows, file_sha256(path), path.stat().st_size, content)
 
 
 def file_sha256(path: str | Path) -> str:
