@@ -231,12 +231,12 @@ def forward(
                 post[seg.start : seg.end].mul_(pop.width_mask[layer][seg.start : seg.end])
         pres.append(z)
         posts.append(h)
-    w_head = weights[-1]
+    w_head = weights[-1].transpose(1, 2)  # [N, 1, H + 1]: a dot product per sample, cheaper than a k=1 bmm
     out = None
     for layer, mask in pop.exits:
-        term = torch.bmm(posts[layer], w_head if mask is None else w_head * mask)
+        term = (posts[layer] * (w_head if mask is None else w_head * mask)).sum(-1)
         out = term if out is None else out + term
-    return out.squeeze(-1), pres, posts
+    return out, pres, posts
 
 
 def gradients(pop: Population, flat: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -252,11 +252,11 @@ def gradients(pop: Population, flat: torch.Tensor, x: torch.Tensor, y: torch.Ten
     for layer in range(pop.n_layers - 1, -1, -1):
         mask = pop.exit_masks.get(layer, False)
         if mask is not False:
-            g = torch.bmm(posts[layer].transpose(1, 2), g_out)
-            g = g if mask is None else g * mask
+            g = (posts[layer] * g_out).sum(1)
+            g = g if mask is None else g * mask[:, 0]
             head_grad = g if head_grad is None else head_grad + g
             w = w_head[:, :-1].transpose(1, 2)
-            from_head = torch.bmm(g_out, w if mask is None else w * mask)
+            from_head = g_out * (w if mask is None else w * mask)
             from_above = from_head if from_above is None else from_above + from_head
         g_z = _per_segment(pop.segments, activation_grad, pres[layer], posts[layer][..., :-1], from_above,
                            out=torch.empty_like(from_above))
