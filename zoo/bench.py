@@ -23,9 +23,9 @@ from zoo.config import ZooConfig
 from zoo.factory.plan import BatchPlan, clean_job, plan_batch
 from zoo.subjects.allocator import keep_freed_memory
 from zoo.subjects.evaluate import score
-from zoo.subjects.population import init_weights, logits, one_hot_inputs, resolve_device
+from zoo.subjects.population import auto_population_size, init_weights, logits, one_hot_inputs, resolve_device
 from zoo.subjects.reference import train_reference
-from zoo.subjects.train import SubjectJob, train_subjects
+from zoo.subjects.train import SubjectJob, bytes_per_model, plan_groups, train_group, train_subjects
 
 
 @dataclass(frozen=True)
@@ -79,8 +79,12 @@ def _benchmark_accuracy(plans: list[BatchPlan], model_logits: np.ndarray) -> flo
     return float(scores.accuracy.mean())
 
 
-def run_bench(config: ZooConfig, models: int = 96, threads: int | None = None, progress: bool = True) -> BenchResult:
-    """Train the clean model of batches ``0..models-1`` with both trainers and compare."""
+def run_bench(config: ZooConfig, models: int = 48, threads: int | None = None, progress: bool = True) -> BenchResult:
+    """Train the clean model of batches ``0..models-1`` with both trainers and compare.
+
+    The two trainers take turns, one population's worth of models at a time, so a
+    machine whose load changes during the run slows both alike.
+    """
     if models < 1:
         raise ValueError("bench: --models must be at least 1")
     keep_freed_memory()  # before either trainer runs, so both get the same allocator
@@ -90,42 +94,29 @@ def run_bench(config: ZooConfig, models: int = 96, threads: int | None = None, p
     device = resolve_device(config.training.device)
     plans = [plan_batch(config, i) for i in range(models)]
     jobs = [clean_job(p) for p in plans]
+    size = auto_population_size(config.training, device, max(bytes_per_model(j) for j in jobs))
 
     train_subjects(jobs[: min(4, models)], config.training, device, epochs=1)  # warm-up: first-call costs
-    _sync(device)
-    start = time.perf_counter()
-    groups = train_subjects(jobs, config.training, device)
-    _sync(device)
-    population_seconds = time.perf_counter() - start
-
     population_logits = np.zeros((models, len(plans[0].data.benchmark.pattern)), dtype=np.float32)
-    flops = 0.0
-    for group in groups:
-        tokens = torch.as_tensor(np.stack([plans[i].data.benchmark.tokens for i in group.indices]), device=device)
-        x = one_hot_inputs(tokens, config.patterns.vocab_size)
-        population_logits[group.indices] = logits(group.population, x).cpu().numpy()
-        flops += sum(train_flops(jobs[i], int(e)) for i, e in zip(group.indices, group.result.epochs))
-
     reference_logits = np.zeros_like(population_logits)
+    population_seconds = reference_seconds = flops = 0.0
     with Progress(transient=True, disable=not progress) as bar:
-        task = bar.add_task("sequential reference", total=models)
-        start = time.perf_counter()
-        for i, job in enumerate(jobs):
-            model, _, _ = train_reference(
-                job.architecture,
-                init_weights(job.architecture, job.init_seed),
-                job.train_tokens,
-                job.train_labels,
-                job.val_tokens,
-                job.val_labels,
-                config.training,
-                job.lr,
-                job.order_seed,
-            )
-            with torch.no_grad():
-                reference_logits[i] = model(torch.as_tensor(plans[i].data.benchmark.tokens)).numpy()
-            bar.advance(task)
-        reference_seconds = time.perf_counter() - start
+        task = bar.add_task("population, then the sequential reference", total=models)
+        for indices in plan_groups([j.architecture for j in jobs], size):
+            _sync(device)
+            start = time.perf_counter()
+            pop, result = train_group([jobs[i] for i in indices], config.training, device)
+            _sync(device)
+            population_seconds += time.perf_counter() - start
+            flops += sum(train_flops(jobs[i], int(e)) for i, e in zip(indices, result.epochs))
+            tokens = torch.as_tensor(np.stack([plans[i].data.benchmark.tokens for i in indices]), device=device)
+            population_logits[indices] = logits(pop, one_hot_inputs(tokens, config.patterns.vocab_size)).cpu().numpy()
+
+            start = time.perf_counter()
+            for i in indices:
+                reference_logits[i] = _reference_logits(jobs[i], plans[i], config)
+                bar.advance(task)
+            reference_seconds += time.perf_counter() - start
 
     return BenchResult(
         models=models,
@@ -141,6 +132,22 @@ def run_bench(config: ZooConfig, models: int = 96, threads: int | None = None, p
         train_gflop_per_s=flops / population_seconds / 1e9,
         matmul_peak_gflop_per_s=matmul_peak(device),
     )
+
+
+def _reference_logits(job: SubjectJob, plan: BatchPlan, config: ZooConfig) -> np.ndarray:
+    model, _, _ = train_reference(
+        job.architecture,
+        init_weights(job.architecture, job.init_seed),
+        job.train_tokens,
+        job.train_labels,
+        job.val_tokens,
+        job.val_labels,
+        config.training,
+        job.lr,
+        job.order_seed,
+    )
+    with torch.no_grad():
+        return model(torch.as_tensor(plan.data.benchmark.tokens)).numpy()
 
 
 def render_bench(result: BenchResult, console: Console) -> None:

@@ -126,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="population trainer vs the sequential reference")
     _add_run_options(p)
-    p.add_argument("--models", type=int, default=96, help="models trained by each trainer")
+    p.add_argument("--models", type=int, default=48, help="models trained by each trainer")
     p.add_argument("--threads", type=int, default=1, help="torch threads for both trainers (default 1: one core, as a factory worker)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_bench)
@@ -139,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _extensions() -> list[Callable[[argparse._SubParsersAction], None]]:
     """Commands that live beside their library code (export, readers), added when present."""
     registers = []
-    for module_name in ("zoo.export.commands", "zoo.readers.commands"):
+    for module_name in ("zoo.export.commands", "zoo.readers.commands", "zoo.factory.commands"):
         try:
             module = __import__(module_name, fromlist=["register"])
         except ModuleNotFoundError as error:
