@@ -1,0 +1,186 @@
+"""``zoo probe model|zoo|activations`` and ``zoo tune probes``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+DEFAULT_CONFIG = "configs/readers/probes.yaml"
+DEFAULT_TUNE_CONFIG = "configs/tune/probes.yaml"
+
+
+def _layers(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"layers must be comma-separated integers, not {text!r}") from None
+
+
+def load_probe_config(args: argparse.Namespace):
+    """The probe recipe: ``--config`` (or the built-in defaults), then the command-line overrides."""
+    from zoo.config import load_config, parse_config
+    from zoo.readers.probes.config import ProbeConfig
+
+    overrides = {}
+    for name in ("epochs", "layers", "site", "max_samples", "device"):
+        value = getattr(args, name, None)
+        if value is not None:
+            overrides[name] = value
+    if getattr(args, "config", None):
+        return load_config(args.config, ProbeConfig, overrides)
+    return parse_config(overrides, ProbeConfig)
+
+
+def _add_recipe_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help=f"probe recipe YAML (e.g. {DEFAULT_CONFIG}; default: built-in defaults)")
+    p.add_argument("--epochs", type=int, help="override the recipe's epochs")
+    p.add_argument("--site", choices=("post", "pre"), help="probe post- or pre-activations")
+    p.add_argument("--max-samples", dest="max_samples", type=int, help="stratified subsample of each model's data")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"))
+
+
+def cmd_probe_model(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from zoo.readers.probes.report import layer_label
+    from zoo.readers.probes.zoo_probe import probe_row
+
+    config = load_probe_config(args)
+    result, report = probe_row(args.data, args.row, args.out, config, args.which)
+    console = Console()
+    table = Table(title=f"probes of {report['model']['name']}")
+    for column in ("layer", "accuracy", "control", "selectivity", "untrained twin"):
+        table.add_column(column, justify="right")
+    twin = report.get("random_init", {}).get("per_layer_accuracy", {})
+    for layer in result.layers:
+        key = str(layer)
+        values = (
+            report["per_layer_accuracy"][key],
+            report["per_layer_control_accuracy"][key],
+            report["per_layer_selectivity"][key],
+            twin.get(key),
+        )
+        table.add_row(layer_label(layer), *("" if v is None else f"{v:.3f}" for v in values))
+    console.print(table)
+    selectivity = "" if report["selectivity"] is None else f", selectivity {report['selectivity']:.3f}"
+    console.print(
+        f"best layer {layer_label(report['best_layer'])}: accuracy {report['best_accuracy']:.3f}{selectivity} "
+        f"-> {Path(args.out) / 'report.md'}",
+        highlight=False,
+        markup=False,
+    )
+    return 0
+
+
+def cmd_probe_zoo(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from zoo.readers.probes.zoo_probe import probe_zoo
+
+    config = load_probe_config(args)
+    console = Console()
+    summary = probe_zoo(
+        args.data,
+        args.out,
+        config,
+        workers=args.workers,
+        address=args.address,
+        batches=args.batches,
+        gpus_per_worker=args.gpus_per_worker,
+        log=lambda line: console.print(line, highlight=False, markup=False),
+    )
+    if args.json:
+        print(json.dumps(summary))
+        return 0
+    f = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
+    console.print(
+        f"{summary['models']} models probed ({summary['clean_models']} clean, {summary['degraded_models']} degraded) "
+        f"in {summary['seconds']:.1f} s; clean best layer: accuracy {f(summary['clean_best_accuracy_mean'])} "
+        f"(min {f(summary['clean_best_accuracy_min'])}), selectivity {f(summary['clean_selectivity_mean'])}; "
+        f"corrupted pattern lost inside {summary['degraded_lost_inside']}, at the output "
+        f"{summary['degraded_lost_at_output']} -> {Path(args.out) / 'summary.md'}",
+        highlight=False,
+        markup=False,
+    )
+    return 0
+
+
+def cmd_probe_activations(args: argparse.Namespace) -> int:
+    from zoo.readers.probes.zoo_probe import cache_row_activations
+
+    config = load_probe_config(args)
+    path = cache_row_activations(args.data, args.row, args.out, config, args.which)
+    print(f"activations of row {args.row} ({args.which}) -> {path}")
+    return 0
+
+
+def format_table(rows: list[dict], columns: list[str]) -> str:
+    """Rows as a plain aligned text table (floats to 4 significant digits)."""
+    cells = [[f"{r[c]:.4g}" if isinstance(r[c], float) else str(r[c]) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(columns, widths))]
+    lines += ["  ".join(v.rjust(w) for v, w in zip(row, widths)) for row in cells]
+    return "\n".join(lines)
+
+
+def cmd_tune_probes(args: argparse.Namespace) -> int:
+    from zoo.config import load_config, parse_config
+    from zoo.readers.probes.config import ProbeTuneConfig
+    from zoo.readers.probes.tune import BEST_FILE, RESULTS_FILE, tune_probes
+
+    config = load_config(args.config, ProbeTuneConfig) if args.config else parse_config({}, ProbeTuneConfig)
+    outcome = tune_probes(args.data, config, out=args.out, num_samples=args.num_samples, address=args.address)
+    columns = [c for c in outcome.rows[0] if c != "trial"]
+    print(f"probe sweep: {len(outcome.rows)} trials, best first ({config.metric}, ASHA)")
+    print(format_table(outcome.rows, columns))
+    best = ", ".join(
+        f"{k}={outcome.best[k]:.4g}" if isinstance(outcome.best[k], float) else f"{k}={outcome.best[k]}"
+        for k in config.search_space
+    )
+    print(f"best: {best} -> {outcome.out / BEST_FILE}, {outcome.out / RESULTS_FILE}")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    probe = subparsers.add_parser("probe", help="linear probes of subject models' layers")
+    sub = probe.add_subparsers(dest="probe_command", required=True, parser_class=subparsers._parser_class)
+
+    p = sub.add_parser("model", help="probe every layer of one record's model; write checkpoints and a report")
+    p.add_argument("--data", required=True, help="zoo folder")
+    p.add_argument("--row", type=int, required=True, help="record index (rows in batch, pair order)")
+    p.add_argument("--which", choices=("clean", "degraded"), default="clean")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--layers", type=_layers, help="comma-separated layers (0 = input), default all")
+    _add_recipe_options(p)
+    p.set_defaults(func=cmd_probe_model)
+
+    p = sub.add_parser("zoo", help="probe every clean and degraded model of a zoo and summarize")
+    p.add_argument("--data", required=True, help="zoo folder")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--batches", type=int, help="only the first N batches")
+    p.add_argument("--workers", type=int, default=0, help="Ray actors (0: in-process)")
+    p.add_argument("--address", help="Ray cluster address (default: embedded local Ray)")
+    p.add_argument("--gpus-per-worker", dest="gpus_per_worker", type=float, default=0.0)
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    _add_recipe_options(p)
+    p.set_defaults(func=cmd_probe_zoo)
+
+    p = sub.add_parser("activations", help="cache one record's activations at every layer to Parquet")
+    p.add_argument("--data", required=True, help="zoo folder")
+    p.add_argument("--row", type=int, required=True)
+    p.add_argument("--which", choices=("clean", "degraded"), default="clean")
+    p.add_argument("--out", required=True, help="Parquet file to write")
+    _add_recipe_options(p)
+    p.set_defaults(func=cmd_probe_activations)
+
+
+def register_tune(tune_subparsers: argparse._SubParsersAction) -> None:
+    p = tune_subparsers.add_parser("probes", help="Ray Tune (ASHA) sweep of the probe recipe")
+    p.add_argument("--data", required=True, help="zoo folder")
+    p.add_argument("--config", help=f"sweep YAML (e.g. {DEFAULT_TUNE_CONFIG}; default: built-in defaults)")
+    p.add_argument("--out", help="where the table, best config and Tune's files go (default: the config's out)")
+    p.add_argument("--num-samples", dest="num_samples", type=int, help="override the config's num_samples")
+    p.add_argument("--address", help="Ray cluster address (default: embedded local Ray)")
+    p.set_defaults(func=cmd_tune_probes)
