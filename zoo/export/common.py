@@ -13,7 +13,7 @@ from zoo.config import ZooConfig, load_config
 from zoo.factory.manifest import ZOO_FILE, ZooInfo, read_manifest, read_zoo_info
 from zoo.factory.reader import shard_paths, verify
 from zoo.factory.schema import signature_stats_of
-from zoo.factory.shards import fsync_dir
+from zoo.atomic import commit_file, temporary_path, write_text_atomic  # noqa: F401 (re-exported)
 
 CONFIG_FILE = "config.yaml"
 PROBE_FILE = "probe.parquet"
@@ -78,32 +78,6 @@ def open_zoo(path: str | Path, *, require_rows: bool = True) -> ZooFolder:
         width = schema.field("clean_signature").type.value_type.list_size
         stats = tuple(names) if names else tuple(f"stat{i}" for i in range(width))
     return ZooFolder(folder, info, config, rows, batches, stats)
-
-
-def temporary_path(path: Path) -> Path:
-    """A hidden sibling of ``path`` for an atomic write (same folder, so the rename is atomic)."""
-    return path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
-
-
-def commit_file(tmp: Path, path: Path) -> None:
-    """fsync ``tmp``, rename it over ``path``, fsync the folder."""
-    fd = os.open(tmp, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temporary_path(path)
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        commit_file(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def refuse_existing(path: Path, overwrite: bool) -> None:

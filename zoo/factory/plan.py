@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -90,16 +90,13 @@ def clean_job(plan: BatchPlan) -> SubjectJob:
 
 
 def degraded_job(plan: BatchPlan, corruption: Corruption, init: np.ndarray | None = None) -> SubjectJob:
-    """Same init and data order as the clean model; only the labels differ (or, when
-    ``init`` is given, it starts from the trained clean model: the finetune pairing)."""
-    return SubjectJob(
-        architecture=plan.architecture,
-        init_seed=plan.init_seed,
-        order_seed=plan.order_seed,
-        lr=plan.lr,
-        train_tokens=plan.data.train.tokens,
+    """The clean job with one pattern's labels corrupted: same init and data order.
+
+    With ``init`` (the trained clean model's weights) it is the finetune pairing.
+    """
+    return replace(
+        clean_job(plan),
         train_labels=corrupt_labels(plan.data.train, corruption, 0),
-        val_tokens=plan.data.val.tokens,
         val_labels=corrupt_labels(plan.data.val, corruption, 1),
         init=init,
     )

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from zoo.atomic import fsync_path as fsync_dir
+from zoo.atomic import temporary_path
 from zoo.config import StorageConfig
 from zoo.factory.schema import META_PREFIX, content_hash, schema_problems
 
@@ -169,7 +170,7 @@ def _encode(table: pa.Table, storage: StorageConfig) -> pa.Buffer:
 def _publish(path: Path, data: pa.Buffer) -> None:
     """tmp file + fsync, then a no-clobber link into place, then fsync the folder."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+    tmp = temporary_path(path)
     try:
         with open(tmp, "wb") as handle:
             handle.write(data)
@@ -189,15 +190,6 @@ def _link_or_replace(tmp: Path, path: Path) -> None:
             os.replace(tmp, path)
     except OSError:
         os.replace(tmp, path)
-
-
-def fsync_dir(folder: Path) -> None:
-    """Make a rename or link in ``folder`` durable."""
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _stored_content(path: Path) -> str | None:

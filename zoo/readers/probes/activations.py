@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from zoo.atomic import atomic_path
 from zoo.subjects.architecture import Architecture
 from zoo.subjects.population import forward, from_weights, one_hot_inputs
 
@@ -105,8 +106,7 @@ def cache_activations(
         + [pa.field(f"layer_{l}", pa.list_(pa.float32(), layer_width(architecture, l))) for l in layers],
         metadata={_META: meta},
     )
-    tmp = path.with_name(path.name + ".tmp")
-    with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+    with atomic_path(path) as tmp, pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
         for start in range(0, len(tokens), chunk):
             acts = model_activations(architecture, weights, tokens[start : start + chunk], site, chunk)
             columns = [pa.array(np.asarray(labels[start : start + chunk], dtype=np.int16))]
@@ -114,7 +114,6 @@ def cache_activations(
                 flat = pa.array(values.ravel(), type=pa.float32())
                 columns.append(pa.FixedSizeListArray.from_arrays(flat, values.shape[1]))
             writer.write_table(pa.Table.from_arrays(columns, schema=schema))
-    tmp.replace(path)
     return path
 
 

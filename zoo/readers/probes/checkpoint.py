@@ -14,6 +14,7 @@ import numpy as np
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
+from zoo.atomic import atomic_path
 from zoo.readers.probes.data import ProbeError
 from zoo.readers.probes.train import ProbeWeights
 
@@ -28,9 +29,8 @@ def save_probe(path: str | Path, probe: ProbeWeights, metadata: dict) -> Path:
     path = Path(path)
     tensors = {name: np.ascontiguousarray(getattr(probe, name), dtype=np.float32) for name in TENSORS}
     meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
     return path
 
 
