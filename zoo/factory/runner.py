@@ -17,6 +17,13 @@ same records.
   a ``ray job``, a notebook); otherwise ``ray.init(address=runtime.address)``
   connects to a cluster or starts an embedded local one, dashboard included,
   and shuts it down at the end.
+- Only actors known to be up get tasks: each starts with a ``ping`` in flight,
+  and so does one whose task was lost. An actor that cannot be placed (its node
+  is gone, the cluster is full) or is restarting holds no work while the others
+  finish the run, and the driver never blocks on it. A run where no node can
+  hold one worker (``num_gpus_per_worker > 0`` without a GPU) fails at once with
+  ``WorkersUnavailableError``; so does one where no worker has been up for
+  ``ACTOR_READY_TIMEOUT_S``.
 
 Durability: a manifest line is appended (and fsynced) only after its shard is
 durable, so a driver killed at any moment loses nothing finished and a rerun on
@@ -56,6 +63,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from zoo.atomic import write_bytes_atomic
 from zoo.config import ZooConfig, dump_config
 from zoo.factory.batch import TaskStats, probe_set, produce_shard, task_batches, zoo_identity
 from zoo.factory.manifest import ZOO_FILE, Manifest, clean_stale
@@ -66,6 +74,9 @@ PROBE_FILE = "probe.parquet"
 TASK_ATTEMPTS = 3
 """A task whose worker dies this many times fails the run (a crash it causes itself, e.g. out of memory)."""
 ACTOR_READY_TIMEOUT_S = 300.0
+"""A run fails when no worker has been up for this long while tasks wait (e.g. no node can place one)."""
+NODE_WAIT_S = 30.0
+"""On a cluster we joined, how long to wait for a node that can hold one worker before failing."""
 WAIT_TIMEOUT_S = 1.0
 
 
@@ -75,6 +86,10 @@ class ZooBusyError(ValueError):
 
 class TaskFailedError(RuntimeError):
     """A task lost its worker ``TASK_ATTEMPTS`` times."""
+
+
+class WorkersUnavailableError(ValueError):
+    """No worker can run: no node fits one (e.g. a GPU asked for where there is none), or none starts."""
 
 
 @dataclass(frozen=True)
@@ -154,25 +169,12 @@ def _exclusive(out: Path) -> Iterator[None]:
         yield
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    fsync_dir(path.parent)
-
-
 def _write_config(out: Path, config: ZooConfig) -> None:
     """The resolved config of the latest run (rewritten only when it changed: batches, runtime)."""
     path = out / CONFIG_FILE
     text = dump_config(config).encode()
     if not path.is_file() or path.read_bytes() != text:
-        _write_atomic(path, text)
+        write_bytes_atomic(path, text)
 
 
 def _write_probe(out: Path, config: ZooConfig) -> None:
@@ -182,7 +184,7 @@ def _write_probe(out: Path, config: ZooConfig) -> None:
         return
     sink = pa.BufferOutputStream()
     pq.write_table(probe_set(config).to_arrow(), sink, compression="zstd")
-    _write_atomic(path, sink.getvalue().to_pybytes())
+    write_bytes_atomic(path, sink.getvalue().to_pybytes())
 
 
 # ---------------------------------------------------------------- progress, logging, metrics
@@ -345,6 +347,7 @@ class BatchWorker:
         self.out = out
 
     def ping(self) -> int:
+        """The actor's process id; answering at all means the actor is up."""
         return os.getpid()
 
     def run(self, batch_ids: tuple[int, ...]) -> tuple[ShardInfo, TaskStats]:
@@ -361,9 +364,19 @@ def _lost_worker_errors() -> tuple[type[BaseException], ...]:
 
 @dataclass
 class _Slot:
+    """One worker: its actor handle, and a ``ping`` in flight while the actor is not known to be up.
+
+    Tasks go only to slots without a probe, so an actor that cannot be placed
+    (its node is gone, the cluster is full) or is restarting holds no work
+    while the others finish the run.
+    """
+
     actor: object
+    probe: object | None = None
     generation: int = 0
     in_flight: int = 0
+    started: bool = False
+    failed_starts: int = 0
 
 
 @dataclass(frozen=True)
@@ -393,17 +406,32 @@ class _ActorPool:
             "max_task_retries": 0,
         }
         self.per_actor = runtime.in_flight_per_worker
-        self.slots = [_Slot(self._new_actor()) for _ in range(n)]
         self.in_flight: dict[object, _Flight] = {}
+        self.probes: dict[object, tuple[int, int]] = {}
         self._seq = 0
         self._culprits: dict[tuple[int, int], int] = {}
+        self.slots = [_Slot(self._new_actor()) for _ in range(n)]
+        for index in range(n):
+            self._probe(index)
+        self.none_ready_since: float | None = time.monotonic()
 
     def _new_actor(self):
         return self.cls.options(**self.options).remote(self.config, self.out)
 
+    def _probe(self, index: int) -> None:
+        slot = self.slots[index]
+        slot.probe = slot.actor.ping.remote()
+        self.probes[slot.probe] = (index, slot.generation)
+
+    def refs(self) -> list:
+        return [*self.in_flight, *self.probes]
+
+    def ready_count(self) -> int:
+        return sum(slot.probe is None for slot in self.slots)
+
     def free_slot(self) -> int | None:
-        index = min(range(len(self.slots)), key=lambda i: self.slots[i].in_flight)
-        return index if self.slots[index].in_flight < self.per_actor else None
+        ready = [i for i, slot in enumerate(self.slots) if slot.probe is None and slot.in_flight < self.per_actor]
+        return min(ready, key=lambda i: self.slots[i].in_flight) if ready else None
 
     def submit(self, task: tuple[int, ...], index: int) -> None:
         slot = self.slots[index]
@@ -416,6 +444,40 @@ class _ActorPool:
         flight = self.in_flight.pop(ref)
         self.slots[flight.index].in_flight -= 1
         return flight
+
+    def probed(self, ref) -> str | None:
+        """A ping came back: ``"ready"``, ``"replaced"`` (the actor is dead for good) or None (stale).
+
+        A worker that fails to start ``TASK_ATTEMPTS`` times in a row fails the run
+        (its constructor raises, or its runtime environment cannot be built).
+        """
+        import ray
+
+        index, generation = self.probes.pop(ref)
+        slot = self.slots[index]
+        if slot.probe is not ref or slot.generation != generation:
+            return None
+        try:
+            ray.get(ref)
+        except _lost_worker_errors() as error:
+            slot.failed_starts += 0 if slot.started else 1  # a worker that was up and died is not a failed start
+            if slot.failed_starts >= TASK_ATTEMPTS:
+                first = (str(error).strip().splitlines() or [type(error).__name__])[-1]
+                raise WorkersUnavailableError(
+                    f"worker {index} failed to start {slot.failed_starts} times: {first}"
+                ) from error
+            with contextlib.suppress(Exception):
+                ray.kill(slot.actor, no_restart=True)
+            slot.actor = self._new_actor()
+            slot.started = False
+            slot.generation += 1
+            self._probe(index)
+            return "replaced"
+        slot.probe = None
+        slot.started = True
+        slot.failed_starts = 0
+        self.none_ready_since = None
+        return "ready"
 
     def to_blame(self, flight: _Flight) -> bool:
         """Whether a lost task was the one its actor was running when it died.
@@ -442,24 +504,30 @@ class _ActorPool:
                     break
         return self._culprits[key] == flight.seq
 
-    def heal(self, flight: _Flight) -> bool:
-        """After a lost task: keep the actor if Ray restarted it, else replace it. True if replaced.
+    def heal(self, flight: _Flight) -> None:
+        """After a lost task: take the slot out of service until a ping says its actor is up again.
 
-        Only the first loss of an incarnation checks; its other lost tasks share the verdict.
+        Ray restarts the actor (``max_restarts``) where resources allow; if it is
+        dead for good, the failed ping replaces it (``probed``). Never blocks: the
+        other workers go on meanwhile. Only the first loss of an incarnation acts.
         """
-        import ray
-
         slot = self.slots[flight.index]
         if flight.generation != slot.generation:
-            return False
+            return
         slot.generation += 1
-        try:
-            ray.get(slot.actor.ping.remote(), timeout=ACTOR_READY_TIMEOUT_S)
-            return False
-        except (*_lost_worker_errors(), ray.exceptions.GetTimeoutError):
-            ray.kill(slot.actor, no_restart=True)
-            slot.actor = self._new_actor()
-            return True
+        self._probe(flight.index)
+        if self.ready_count() == 0 and self.none_ready_since is None:
+            self.none_ready_since = time.monotonic()
+
+    def check_stalled(self) -> None:
+        """Fail instead of waiting forever when no worker has been up for ``ACTOR_READY_TIMEOUT_S``."""
+        if self.none_ready_since is None or time.monotonic() - self.none_ready_since < ACTOR_READY_TIMEOUT_S:
+            return
+        cpus, gpus = self.options["num_cpus"], self.options["num_gpus"]
+        raise WorkersUnavailableError(
+            f"no worker started in {ACTOR_READY_TIMEOUT_S:.0f} s (each needs {cpus:g} CPU and {gpus:g} GPU; "
+            f"the cluster has {_describe_resources()})"
+        )
 
     def shutdown(self) -> None:
         import ray
@@ -467,6 +535,50 @@ class _ActorPool:
         for slot in self.slots:
             with contextlib.suppress(Exception):
                 ray.kill(slot.actor, no_restart=True)
+
+
+def _alive_node_resources() -> list[dict]:
+    import ray
+
+    return [node.get("Resources", {}) for node in ray.nodes() if node.get("Alive")]
+
+
+def _describe_resources() -> str:
+    nodes = _alive_node_resources()
+    cpus = sum(r.get("CPU", 0) for r in nodes)
+    gpus = sum(r.get("GPU", 0) for r in nodes)
+    return f"{len(nodes)} node{'s' if len(nodes) != 1 else ''}, {cpus:g} CPUs, {gpus:g} GPUs"
+
+
+def _check_resources(runtime, wait_s: float, log) -> None:
+    """Fail fast, with one line, when no node of the cluster can hold even one worker.
+
+    The typical case is ``num_gpus_per_worker > 0`` on a machine without a GPU:
+    Ray would keep the actors pending forever. On a cluster that was joined
+    (not started here), nodes may still be coming up: wait ``wait_s`` first.
+    """
+    cpus, gpus = runtime.num_cpus_per_worker, runtime.num_gpus_per_worker
+
+    def fits() -> bool:
+        return any(r.get("CPU", 0) >= cpus and r.get("GPU", 0) >= gpus for r in _alive_node_resources())
+
+    deadline = time.monotonic() + wait_s
+    if not fits() and wait_s > 0:
+        log(f"waiting up to {wait_s:.0f} s for a node with {cpus:g} CPU and {gpus:g} GPU free for one worker")
+        while not fits() and time.monotonic() < deadline:
+            time.sleep(1.0)
+    if fits():
+        return
+    nodes = _alive_node_resources()
+    if gpus > 0 and not any(r.get("GPU", 0) > 0 for r in nodes):
+        raise WorkersUnavailableError(
+            f"runtime.num_gpus_per_worker is {gpus:g} but the Ray cluster has no GPU "
+            f"({_describe_resources()}); set it to 0 to train on CPUs"
+        )
+    raise WorkersUnavailableError(
+        f"no node of the Ray cluster can hold one worker (runtime.num_cpus_per_worker {cpus:g}, "
+        f"runtime.num_gpus_per_worker {gpus:g}; the cluster has {_describe_resources()})"
+    )
 
 
 class RayConnectionError(ValueError):
@@ -486,15 +598,23 @@ def _ray_connection(address: str | None, console: Console) -> Iterator[None]:
     if ray.is_initialized():
         yield
         return
-    console.print(f"connecting to Ray at {address}" if address else "starting Ray", highlight=False, markup=False)
+    target = address or os.environ.get("RAY_ADDRESS")
+    console.print(f"connecting to Ray at {target}" if target else "starting Ray", highlight=False, markup=False)
     try:
         ray.init(address=address)
     except ConnectionError as error:
-        raise RayConnectionError(f"cannot reach Ray at {address}: {str(error).splitlines()[0]}") from None
+        raise RayConnectionError(f"cannot reach Ray at {target}: {str(error).splitlines()[0]}") from None
     try:
         yield
     finally:
         ray.shutdown()
+
+
+def _joined_cluster(address: str | None) -> bool:
+    """Whether the run uses a cluster other nodes may still join (an address, or a ``ray job``)."""
+    import ray
+
+    return bool(address not in (None, "local") or os.environ.get("RAY_ADDRESS") or len(ray.nodes()) > 1)
 
 
 def _run_ray(config: ZooConfig, out: Path, pending: list[tuple[int, ...]], tracker: _Tracker) -> None:
@@ -503,6 +623,7 @@ def _run_ray(config: ZooConfig, out: Path, pending: list[tuple[int, ...]], track
     from zoo.factory.metrics import RunMetrics
 
     lost = _lost_worker_errors()
+    _check_resources(config.runtime, NODE_WAIT_S if _joined_cluster(config.runtime.address) else 0.0, tracker.log)
     tracker.metrics = RunMetrics(tracker.zoo_id)
     pool = _ActorPool(config, out, min(config.runtime.workers, len(pending)))
     queue = deque(pending)
@@ -511,8 +632,15 @@ def _run_ray(config: ZooConfig, out: Path, pending: list[tuple[int, ...]], track
         while queue or pool.in_flight:
             while queue and (index := pool.free_slot()) is not None:
                 pool.submit(queue.popleft(), index)
-            ready, _ = ray.wait(list(pool.in_flight), num_returns=1, timeout=WAIT_TIMEOUT_S)
+            if queue and not pool.in_flight:
+                pool.check_stalled()
+            ready, _ = ray.wait(pool.refs(), num_returns=1, timeout=WAIT_TIMEOUT_S)
             for ref in ready:
+                if ref in pool.probes:
+                    index = pool.probes[ref][0]
+                    if pool.probed(ref) == "replaced":
+                        tracker.log(f"worker {index} is gone for good; worker replaced")
+                    continue
                 flight = pool.pop(ref)
                 try:
                     info, stats = ray.get(ref)
@@ -536,8 +664,5 @@ def _requeue(pool: _ActorPool, flight: _Flight, error: Exception, queue: deque, 
             ) from error
     tracker.retries += 1
     queue.appendleft(task)
-    replaced = pool.heal(flight)
-    tracker.log(
-        f"batches {_batch_range(task)}: worker {flight.index} lost ({type(error).__name__}); "
-        f"requeued{', worker replaced' if replaced else ''}"
-    )
+    pool.heal(flight)
+    tracker.log(f"batches {_batch_range(task)}: worker {flight.index} lost ({type(error).__name__}); requeued")
