@@ -1,0 +1,71 @@
+"""A tiny real zoo and a tiny trained interpreter, shared by the interpreter tests.
+
+Import the fixtures into a test module:
+``from interpreter_fixture import interp_zoo, interp_run, tiny_config  # noqa: F401``.
+Both are built once per session and must not be written to.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from zoo.config import ZooConfig
+from zoo_fixture import build_zoo
+
+ZOO = ZooConfig(
+    name="interp",
+    batches=8,
+    architecture={"layers": {"min": 1, "max": 2}, "width": {"min": 8, "max": 12}},
+    patterns={"train_size": 300, "val_size": 60, "benchmark_size": 200},
+    training={"epochs": 5},
+    corruption={"degraded_per_batch": 2, "min_degradation": 0.0},
+    storage={"batches_per_shard": 2},
+)
+
+TINY_INTERPRETER = {
+    "seed": 0,
+    "epochs": 30,
+    "batch_size": 4,
+    "eval_batch_size": 16,
+    "device": "cpu",
+    "threads": 1,
+    "model": {"width": 32, "depth": 1, "heads": 2, "latent": 16, "decoder_width": 32, "decoder_rank": 8},
+    "optimizer": {"lr": 0.003, "warmup_steps": 5},
+    "data": {"repair_per_pattern": 4, "repair_random": 16},
+    "baselines": {"hidden": 16, "epochs": 50},
+}
+
+_BUILT: dict[str, Path] = {}
+
+
+def tiny_config(**overrides):
+    from zoo.config import _merge, parse_config
+    from zoo.readers.interpreter.config import InterpreterConfig
+
+    return parse_config(_merge(TINY_INTERPRETER, overrides), InterpreterConfig)
+
+
+@pytest.fixture(scope="session")
+def interp_zoo(tmp_path_factory) -> Path:
+    """8 batches, 16 records, stored splits (batch-grouped; every split but the OOD ones non-empty)."""
+    if "zoo" not in _BUILT:
+        from zoo.export.splits import SplitOptions, write_splits
+
+        out = build_zoo(tmp_path_factory.mktemp("interp-zoo") / "zoo", ZOO)
+        write_splits(out, SplitOptions(validation=0.15, test=0.15))
+        _BUILT["zoo"] = out
+    return _BUILT["zoo"]
+
+
+@pytest.fixture(scope="session")
+def interp_run(interp_zoo, tmp_path_factory) -> Path:
+    """A tiny interpreter trained on the tiny zoo (a few seconds)."""
+    if "run" not in _BUILT:
+        from zoo.readers.interpreter.train import train
+
+        run = tmp_path_factory.mktemp("interp-run") / "run"
+        train(tiny_config(), interp_zoo, run, progress=False)
+        _BUILT["run"] = run
+    return _BUILT["run"]

@@ -1,0 +1,231 @@
+"""The interpreter on a tiny real zoo: data, permutation invariance, training, checkpoints, report, edit, CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from interpreter_fixture import interp_run, interp_zoo, tiny_config  # noqa: F401
+from zoo_fixture import run_cli
+
+from zoo.readers.interpreter.data import (
+    SplitData,
+    collate,
+    from_tokens,
+    one_hot,
+    open_source,
+    permute_layer,
+    stream,
+)
+
+
+@pytest.fixture(scope="module")
+def source(interp_zoo):
+    return open_source(interp_zoo)
+
+
+@pytest.fixture(scope="module")
+def records(source):
+    return list(stream(source, None))
+
+
+def test_splits_come_from_splits_json(interp_zoo, source):
+    from zoo.export.splits import load_splits
+
+    stored = load_splits(interp_zoo)
+    assert source.assignment == stored.assignment
+    train_batches = {e.batch_id for e in SplitData(source, "train").examples()}
+    assert train_batches == set(stored.batches("train"))
+
+
+def test_streaming_reads_the_split_once_per_epoch_in_a_seeded_order(source):
+    cached = [e.example_id for e in SplitData(source, "test").examples()]
+    streamed = SplitData(source, "test", cache=False, shuffle_buffer=2)
+    first, again = ([e.example_id for e in streamed.examples(seed=s)] for s in (1, 1))
+    other = [e.example_id for e in streamed.examples(seed=5)]
+    assert sorted(first) == sorted(cached) and len(set(cached)) == len(cached) > 2
+    assert first == again
+    assert other != first
+
+
+def test_batches_of_different_architectures_pad_with_masks(records):
+    sizes = {e.architecture.n_neurons for e in records}
+    assert len(sizes) > 1, "the tiny zoo should mix architectures"
+    batch = collate(records)
+    assert batch.mask.sum(1).tolist() == [e.architecture.n_neurons for e in records]
+    assert batch.signature.shape[1] == max(sizes)
+    assert from_tokens(batch.degraded, [e.architecture for e in records])[0].tolist() == records[0].degraded.tolist()
+
+
+def test_token_space_forward_matches_load_model(records, source):
+    from zoo import load_model
+    from zoo.readers.interpreter.model import subject_logits
+
+    tokens = np.random.default_rng(0).integers(0, source.config.patterns.vocab_size, size=(50, source.config.patterns.seq_len))
+    batch = collate(records)
+    ours = subject_logits(batch, batch.degraded, one_hot(tokens, source.config.patterns.vocab_size))
+    for k, e in enumerate(records):
+        row = {"architecture": e.architecture.to_dict(), "degraded_weights": e.degraded}
+        expected = load_model(row, "degraded")(torch.as_tensor(tokens)).detach()
+        torch.testing.assert_close(ours[k], expected, atol=1e-4, rtol=1e-4)
+
+
+def _randomized_interpreter(source):
+    from zoo.readers.interpreter.train import build_model
+
+    torch.manual_seed(0)
+    model = build_model(tiny_config(), source.describe()).eval()
+    with torch.no_grad():  # the decoder starts at zero: give every weight a value so equivariance is not trivial
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.2)
+    return model
+
+
+def test_permuting_a_layers_neurons_leaves_outputs_unchanged(records, source):
+    model = _randomized_interpreter(source)
+    example = next(e for e in records if e.architecture.n_layers == 2)
+    rng = np.random.default_rng(1)
+    permuted = example
+    for layer in range(2):
+        permuted = permute_layer(permuted, layer, rng.permutation(example.architecture.widths[layer]))
+    assert not np.array_equal(permuted.degraded, example.degraded)
+    with torch.no_grad():
+        a, b = collate([example]), collate([permuted])
+        out_a, out_b = model(a), model(b)
+        repaired_a, repaired_b = model.repair(a, out_a), model.repair(b, out_b)
+        x = one_hot(np.random.default_rng(2).integers(0, 7, size=(40, 7)), 7)
+        from zoo.readers.interpreter.model import subject_logits
+
+        f_a, f_b = subject_logits(a, repaired_a, x), subject_logits(b, repaired_b, x)
+    for name in ("latent", "patterns", "corrupted", "accuracy"):
+        torch.testing.assert_close(getattr(out_a, name), getattr(out_b, name), atol=1e-5, rtol=1e-4)
+    assert (repaired_a.adj - a.degraded.adj).abs().max() > 1e-3, "the decoder must change the weights"
+    torch.testing.assert_close(f_a, f_b, atol=1e-4, rtol=1e-4)
+
+
+def test_layer_position_matters(records, source):
+    """Control for the invariance test: the encoder does see which layer a neuron is in."""
+    model = _randomized_interpreter(source)
+    example = next(e for e in records if e.architecture.n_layers == 2)
+    batch = collate([example])
+    moved = collate([example])
+    moved.layer[0, 0] = 1  # claim the first neuron sits in the second hidden layer
+    with torch.no_grad():
+        assert not torch.allclose(model(batch).latent, model(moved).latent, atol=1e-4)
+
+
+def test_training_lowers_the_loss_and_beats_chance(interp_run, source):
+    from zoo.readers.interpreter.train import load_model, predict
+
+    state = json.loads((interp_run / "state.json").read_text())
+    losses = [h["train_loss"] for h in state["history"]]
+    assert losses[-1] < 0.6 * losses[0]
+    model, config, _ = load_model(interp_run, "last")
+    pred = predict(model, SplitData(source, "train").batches(16), torch.device("cpu"))
+    truth = pred.targets
+    majority = np.maximum(truth.mean(0), 1 - truth.mean(0)).mean()  # best constant guess per pattern
+    assert (pred.pattern_sets == truth).mean() > majority
+    corrupted = np.array([e.corrupted for e in pred.examples])
+    chance = np.mean([1 / len(e.patterns) for e in pred.examples])  # a guess among the model's own patterns
+    assert (pred.corrupted_logits.argmax(1) == corrupted).mean() > chance
+
+
+def test_run_folder_holds_safetensors_and_json_config(interp_run):
+    from safetensors.torch import load_file
+
+    description = json.loads((interp_run / "config.json").read_text())
+    assert description["interpreter"]["model"]["width"] == tiny_config().model.width
+    for name in ("last.safetensors", "best.safetensors"):
+        tensors = load_file(interp_run / name)
+        assert any(k.startswith("model.") for k in tensors)
+    assert any(k.startswith("optim.") for k in load_file(interp_run / "last.safetensors"))
+
+
+def test_resume_continues_where_the_run_stopped(interp_zoo, tmp_path):
+    from safetensors.torch import load_file
+
+    from zoo.readers.interpreter.train import train
+
+    config = tiny_config(epochs=4)
+    train(config, interp_zoo, tmp_path / "straight", progress=False)
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_two(epoch, metrics, run_dir):
+        if epoch == 2:
+            raise Stop
+
+    with pytest.raises(Stop):
+        train(config, interp_zoo, tmp_path / "resumed", progress=False, on_epoch=stop_after_two)
+    assert json.loads((tmp_path / "resumed" / "state.json").read_text())["epoch"] == 2
+    state = train(config, interp_zoo, tmp_path / "resumed", progress=False)
+    assert [h["epoch"] for h in state["history"]] == [1, 2, 3, 4]
+    straight = load_file(tmp_path / "straight" / "last.safetensors")
+    resumed = load_file(tmp_path / "resumed" / "last.safetensors")
+    for name, tensor in straight.items():
+        torch.testing.assert_close(resumed[name], tensor, atol=1e-5, rtol=1e-5)
+
+
+def test_resume_refuses_another_config(interp_zoo, tmp_path):
+    from zoo.readers.interpreter import InterpreterError
+    from zoo.readers.interpreter.train import train
+
+    train(tiny_config(epochs=1), interp_zoo, tmp_path / "run", progress=False)
+    with pytest.raises(InterpreterError, match="another config"):
+        train(tiny_config(epochs=1, batch_size=2), interp_zoo, tmp_path / "run", progress=False)
+
+
+def test_eval_writes_report_with_the_listed_keys(interp_run, interp_zoo, capsys):
+    from zoo.readers.interpreter.evaluate import REPORT_KEYS
+
+    code, out, err = run_cli(capsys, "interpret", "eval", "--run", interp_run, "--data", interp_zoo, "--split", "validation,test")
+    assert code == 0, err
+    report = json.loads((interp_run / "report.json").read_text())
+    assert set(report) == {"validation", "test", "baselines"}
+    for split in ("validation", "test"):
+        assert set(report[split]) == set(REPORT_KEYS)
+        assert 0.0 <= report[split]["macro_f1"] <= 1.0
+        assert report[split]["repair_side_effect"] is not None
+        for baseline in ("weight_statistics", "output_only"):
+            assert set(report["baselines"][baseline][split]) == set(REPORT_KEYS)
+    assert set(report["baselines"]) == {"weight_statistics", "output_only"}
+    assert "| test | output_only |" in (interp_run / "report.md").read_text()
+
+
+def test_edit_reports_per_pattern_accuracies(interp_run, interp_zoo, source, records, capsys):
+    example = records[0]
+    missing = next(p for p in source.pattern_names if p not in example.patterns and p in ("starts_with_A", "ends_with_G", "palindrome", "sorted_ascending"))
+    code, out, err = run_cli(
+        capsys, "interpret", "edit", "--run", interp_run, "--data", interp_zoo, "--model", example.example_id, "--add", missing, "--json"
+    )
+    assert code == 0, err
+    result = json.loads(out)
+    rows = result["per_pattern_accuracy"]
+    assert set(rows) == set(example.patterns) | {missing}
+    assert rows[missing]["trained_on"] is False
+    for row in rows.values():
+        assert all(0.0 <= row[k] <= 1.0 for k in ("degraded", "repaired", "edited"))
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["interpret", "train", "--data", "{missing}", "--out", "{tmp}/run"], "no such zoo folder"),
+        (["interpret", "train", "--data", "{zoo}", "--out", "{tmp}/run", "--config", "{bad_config}"], "model.widht: unknown key"),
+        (["interpret", "eval", "--run", "{tmp}/nothing", "--data", "{zoo}"], "not an interpreter run"),
+        (["interpret", "eval", "--run", "{run}", "--data", "{zoo}", "--split", "holdout"], "unknown split"),
+        (["interpret", "edit", "--run", "{run}", "--data", "{zoo}", "--model", "0", "--add", "telepathy"], "unknown pattern"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(args, message, interp_run, interp_zoo, tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  widht: 3\n")
+    values = {"missing": tmp_path / "nope", "tmp": tmp_path, "zoo": interp_zoo, "run": interp_run, "bad_config": bad}
+    code, out, err = run_cli(capsys, *(a.format(**values) for a in args))
+    assert code == 2
+    assert message in err
+    assert len(err.strip().splitlines()) == 1

@@ -1,0 +1,63 @@
+"""``zoo tune interpreter``: settings validation and a two-trial ASHA sweep on the tiny zoo."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import yaml
+
+from interpreter_fixture import TINY_INTERPRETER, interp_zoo  # noqa: F401
+
+from zoo.config import ConfigError
+
+
+def _write(tmp_path, **settings):
+    base = tmp_path / "base.yaml"
+    base.write_text(yaml.safe_dump(TINY_INTERPRETER))
+    data = {
+        "base": str(base),
+        "overrides": {"epochs": 2},
+        "space": {"optimizer.lr": {"loguniform": [0.001, 0.01]}, "model.latent": {"choice": [8, 16]}},
+        "num_samples": 2,
+        "grace_period": 1,
+        "storage_path": str(tmp_path / "results"),
+        "name": "sweep",
+        **settings,
+    }
+    path = tmp_path / "tune.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_space_must_name_interpreter_fields(tmp_path):
+    from zoo.readers.interpreter import InterpreterError
+    from zoo.readers.interpreter.tune import load_tune_settings
+
+    with pytest.raises(InterpreterError, match="space.model.widht"):
+        load_tune_settings(_write(tmp_path, space={"model.widht": {"choice": [8]}}))
+    with pytest.raises(ConfigError, match="space.optimizer.lr"):
+        load_tune_settings(_write(tmp_path, space={"optimizer.lr": {"loguniform": [0.01, 0.001]}}))
+
+
+def test_shipped_tune_config_is_valid():
+    from zoo.readers.interpreter.tune import DEFAULT_TUNE_CONFIG, load_tune_settings
+
+    settings, base = load_tune_settings(DEFAULT_TUNE_CONFIG)
+    assert settings.space and base["epochs"] == settings.overrides["epochs"]
+
+
+def test_sweep_reports_every_epoch_and_writes_the_best_config(ray_session, interp_zoo, tmp_path):
+    from zoo.readers.interpreter.config import InterpreterConfig, load_interpreter_config
+    from zoo.readers.interpreter.tune import load_tune_settings, run_tune
+
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
+    settings, base = load_tune_settings(_write(tmp_path))
+    result = run_tune(interp_zoo, settings, base, best_config_out=tmp_path / "best.yaml", verbose=0)
+    assert len(result["rows"]) == 2
+    assert all(1 <= row["epochs"] <= 2 for row in result["rows"])
+    best = load_interpreter_config(tmp_path / "best.yaml")
+    assert isinstance(best, InterpreterConfig)
+    assert best.model.latent == result["best"]["model.latent"]
+    assert best.optimizer.lr == pytest.approx(result["best"]["optimizer.lr"])
+    assert (tmp_path / "results" / "sweep" / "results.md").is_file()

@@ -1,0 +1,114 @@
+"""Settings of the interpreter, as pydantic models (``configs/readers/interpreter.yaml``).
+
+Same conventions as ``zoo.config``: unknown keys are errors, instances are frozen,
+``load_config(path, InterpreterConfig)`` turns any problem into one line naming the field.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from zoo.config import Strict, load_config, parse_config
+
+DEFAULT_CONFIG = Path(__file__).resolve().parents[3] / "configs" / "readers" / "interpreter.yaml"
+
+
+class ModelConfig(Strict):
+    """The encoder over neuron tokens, its heads and the repair decoder."""
+
+    width: int = Field(64, ge=8, description="token embedding size")
+    depth: int = Field(2, ge=1, description="encoder blocks (weight-graph messages + self-attention + MLP)")
+    heads: int = Field(4, ge=1)
+    latent: int = Field(32, ge=2, description="size of the pooled model latent the heads and the decoder read")
+    mlp_ratio: int = Field(2, ge=1)
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    use_weights: bool = Field(
+        True,
+        description="tokens carry their incoming weights, and blocks pass messages along the weight graph",
+    )
+    use_activation: bool = Field(True, description="tokens carry the subject's activation function")
+    probe_activations: bool = Field(
+        True,
+        description="tokens carry the neuron's value on every probe of the zoo's probe set (computed from the "
+        "weights: the signature before it is summarized)",
+    )
+    decoder_width: int = Field(64, ge=8)
+    decoder_rank: int = Field(32, ge=1, description="rank of the low-rank edge term of the weight decoder")
+    max_layers: int = Field(8, ge=1, description="deepest subject (hidden layers) the layer embedding covers")
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> ModelConfig:
+        if self.width % self.heads:
+            raise ValueError(f"heads: {self.heads} does not divide width {self.width}")
+        return self
+
+
+class LossConfig(Strict):
+    """Weights of the loss terms; a zero weight switches a term off."""
+
+    patterns: float = Field(1.0, ge=0.0, description="pattern set, multi-label BCE")
+    corrupted: float = Field(1.0, ge=0.0, description="corrupted pattern, cross-entropy")
+    accuracy: float = Field(1.0, ge=0.0, description="the degraded model's benchmark accuracy, MSE x 10")
+    repair_weights: float = Field(0.01, ge=0.0, description="decoded vs clean weights, MSE in init-scale units")
+    repair_function: float = Field(
+        1.0, ge=0.0, description="decoded model's outputs vs the clean model's on the repair inputs (soft BCE)"
+    )
+    corrupted_emphasis: float = Field(
+        2.0, ge=0.0, description="extra weight of the corrupted pattern's positives in the functional loss"
+    )
+
+
+class OptimizerConfig(Strict):
+    name: Literal["adamw"] = "adamw"
+    lr: float = Field(1e-3, gt=0.0)
+    weight_decay: float = Field(0.05, ge=0.0)
+    beta1: float = Field(0.9, ge=0.0, lt=1.0)
+    beta2: float = Field(0.999, ge=0.0, lt=1.0)
+    warmup_steps: int = Field(50, ge=0)
+    schedule: Literal["cosine", "constant"] = "cosine"
+    grad_clip: float = Field(1.0, ge=0.0, description="max gradient norm; 0 turns clipping off")
+
+
+class DataConfig(Strict):
+    cache: bool = Field(True, description="keep decoded records in memory after the first pass (else re-stream)")
+    shuffle_buffer: int = Field(2048, ge=1, description="rows shuffled together when streaming")
+    read_rows: int = Field(256, ge=1, description="rows per Arrow record batch read from a shard")
+    repair_per_pattern: int = Field(16, ge=1, description="repair inputs drawn from each library pattern")
+    repair_random: int = Field(64, ge=0, description="uniformly random repair inputs")
+    train_split: str = "train"
+    val_split: str = "validation"
+
+
+class BaselineConfig(Strict):
+    """The small classifiers of the weight-statistics and output-only baselines."""
+
+    hidden: int = Field(128, ge=1)
+    epochs: int = Field(400, ge=1, description="full-batch steps")
+    lr: float = Field(3e-3, gt=0.0)
+    weight_decay: float = Field(1e-3, ge=0.0)
+
+
+class InterpreterConfig(Strict):
+    seed: int = Field(0, ge=0)
+    epochs: int = Field(30, ge=1)
+    batch_size: int = Field(16, ge=1)
+    eval_batch_size: int = Field(64, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int | None = Field(None, ge=1, description="torch CPU threads; None keeps torch's default")
+    model: ModelConfig = ModelConfig()
+    loss: LossConfig = LossConfig()
+    optimizer: OptimizerConfig = OptimizerConfig()
+    data: DataConfig = DataConfig()
+    baselines: BaselineConfig = BaselineConfig()
+
+
+def load_interpreter_config(path: str | Path | None = None, overrides: dict | None = None) -> InterpreterConfig:
+    """The config at ``path`` (default: ``configs/readers/interpreter.yaml``, else the built-in defaults)."""
+    if path is None:
+        if DEFAULT_CONFIG.is_file():
+            return load_config(DEFAULT_CONFIG, InterpreterConfig, overrides)  # type: ignore[return-value]
+        return parse_config(overrides or {}, InterpreterConfig)  # type: ignore[return-value]
+    return load_config(path, InterpreterConfig, overrides)  # type: ignore[return-value]

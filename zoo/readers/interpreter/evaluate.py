@@ -1,0 +1,339 @@
+"""The evaluation report of an interpreter run, with its two baselines.
+
+``RUN/report.json`` maps every evaluated split to its figures under exactly the keys
+``REPORT_KEYS`` and holds the baselines under ``baselines`` (``weight_statistics`` and
+``output_only``, each mapping splits to the same keys; they do not repair, so their
+repair figures are null). ``RUN/report.md`` shows the same figures as tables and says
+how far the interpreter is above each baseline.
+
+Repair is judged by behaviour: the decoded weights are loaded with ``zoo.load_model``
+and scored on the record's own clean benchmark set (``plan_batch(...).data.benchmark``),
+the set the zoo measured the clean and degraded models on.
+``repair_restored`` is the mean over models of (repaired - degraded) / (clean - degraded)
+accuracy on the corrupted pattern; ``repair_side_effect`` the mean drop (degraded -
+repaired, positive is a loss) on the model's other patterns.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from zoo.config import ACTIVATIONS
+from zoo.readers.interpreter import InterpreterError
+from zoo.readers.interpreter.config import BaselineConfig
+from zoo.readers.interpreter.data import SPLITS, Example, ZooSource, batched, collate, dump_json, one_hot, open_source, stream
+from zoo.readers.interpreter.metrics import exact_match, macro_f1, mae, nanmean, per_pattern_f1, repair_figures, top1
+from zoo.readers.interpreter.model import subject_logits
+from zoo.readers.interpreter.train import AdamW, Predictions, load_model, predict, resolve_device
+
+REPORT_KEYS = (
+    "exact_match",
+    "macro_f1",
+    "per_pattern_f1",
+    "corrupted_pattern_accuracy",
+    "accuracy_mae",
+    "repair_restored",
+    "repair_side_effect",
+)
+BASELINES = ("weight_statistics", "output_only")
+EVAL_SPLITS = ("validation", "test", "ood_architecture", "ood_patterns")
+
+
+def _clean(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    return value
+
+
+def figures(
+    names: tuple[str, ...],
+    pattern_sets: np.ndarray,
+    corrupted_logits: np.ndarray,
+    accuracy: np.ndarray,
+    examples: list[Example],
+    restored: np.ndarray | None = None,
+    side: np.ndarray | None = None,
+) -> dict:
+    """One split's figures under ``REPORT_KEYS``."""
+    truth = np.stack([e.targets for e in examples])
+    return _clean(
+        {
+            "exact_match": exact_match(pattern_sets, truth),
+            "macro_f1": macro_f1(pattern_sets, truth, names),
+            "per_pattern_f1": per_pattern_f1(pattern_sets, truth, names),
+            "corrupted_pattern_accuracy": top1(corrupted_logits, np.array([e.corrupted for e in examples])),
+            "accuracy_mae": mae(accuracy, np.array([e.accuracy for e in examples])),
+            "repair_restored": None if restored is None else nanmean(restored),
+            "repair_side_effect": None if side is None else nanmean(side),
+        }
+    )
+
+
+# ---------------------------------------------------------------- repair, by behaviour
+
+
+class Benchmarks:
+    """Each batch's clean benchmark set, rebuilt from the zoo config (cached per batch)."""
+
+    def __init__(self, source: ZooSource):
+        self.config = source.config
+        self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def __call__(self, batch_id: int) -> tuple[np.ndarray, np.ndarray]:
+        if batch_id not in self._cache:
+            from zoo.factory.plan import plan_batch
+
+            bench = plan_batch(self.config, batch_id).data.benchmark
+            self._cache[batch_id] = (bench.tokens, bench.pattern)
+        return self._cache[batch_id]
+
+
+def pattern_accuracy(architecture, weights: np.ndarray, tokens: np.ndarray, pattern: np.ndarray, n_patterns: int) -> np.ndarray:
+    """Per-pattern accuracy of a model given by flat weights, loaded with ``zoo.load_model``."""
+    from zoo import load_model as load_subject
+    from zoo.subjects.evaluate import score
+
+    subject = load_subject({"architecture": architecture.to_dict(), "clean_weights": weights}, "clean")
+    with torch.no_grad():
+        logits = subject(torch.as_tensor(tokens)).numpy()
+    return score(logits[None], pattern[None], n_patterns).pattern_accuracy[0]
+
+
+def judge_repair(pred: Predictions, benchmarks: Benchmarks) -> tuple[np.ndarray, np.ndarray]:
+    repaired, degraded, clean, corrupted = [], [], [], []
+    for example, weights in zip(pred.examples, pred.repaired or []):
+        tokens, pattern = benchmarks(example.batch_id)
+        n = len(example.patterns)
+        repaired.append(pattern_accuracy(example.architecture, weights, tokens, pattern, n))
+        degraded.append(np.asarray(example.metrics["degraded_pattern_accuracy"], dtype=np.float64))
+        clean.append(np.asarray(example.metrics["clean_pattern_accuracy"], dtype=np.float64))
+        corrupted.append(example.patterns.index(example.metrics["corrupted_pattern"]))
+    return repair_figures(repaired, degraded, clean, corrupted)
+
+
+# ---------------------------------------------------------------- baselines
+
+
+def weight_statistics(examples: list[Example], max_layers: int) -> np.ndarray:
+    """Per layer (hidden layers up to ``max_layers``, then the head): 10 weight and 4 bias statistics,
+    plus depth, log width and the activation: ``[n, 14 * (max_layers + 1) + 7]``."""
+    rows = []
+    for e in examples:
+        arch = e.architecture
+        entries = arch.layout()
+        slots = np.zeros((max_layers + 1, 15), dtype=np.float32)
+        for layer in range(arch.n_layers + 1):
+            w, b = entries[2 * layer], entries[2 * layer + 1]
+            weights = e.degraded[w.offset : w.offset + w.size]
+            bias = e.degraded[b.offset : b.offset + b.size]
+            slot = max_layers if layer == arch.n_layers else min(layer, max_layers - 1)
+            q = np.quantile(weights, [0.05, 0.25, 0.5, 0.75, 0.95])
+            slots[slot] = [
+                1.0, weights.mean(), weights.std(), weights.min(), weights.max(), np.abs(weights).mean(), *q,
+                bias.mean(), bias.std(), bias.min(), bias.max(),
+            ]
+        act = np.zeros(len(ACTIVATIONS), dtype=np.float32)
+        if arch.activation in ACTIVATIONS:
+            act[ACTIVATIONS.index(arch.activation)] = 1.0
+        rows.append(np.concatenate([slots.ravel(), [arch.n_layers / max_layers, np.log(max(arch.widths))], act]))
+    return np.asarray(rows, dtype=np.float32)
+
+
+def output_logits(examples: list[Example], probe_tokens: np.ndarray, vocab_size: int, batch_size: int = 64) -> np.ndarray:
+    """Each degraded subject's logits on the probe set: ``[n, n_probes]``."""
+    x = one_hot(probe_tokens, vocab_size)
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(examples), batch_size):
+            chunk = examples[start : start + batch_size]
+            batch = collate(chunk)
+            out.append(subject_logits(batch, batch.degraded, x).numpy())
+    return np.concatenate(out) if out else np.zeros((0, len(probe_tokens)), dtype=np.float32)
+
+
+@dataclass
+class BaselineModel:
+    """A small MLP with the interpreter's three heads, on fixed features."""
+
+    net: torch.nn.Module
+    mean: np.ndarray
+    std: np.ndarray
+    n_patterns: int
+
+    @classmethod
+    def fit(cls, features: np.ndarray, examples: list[Example], n_patterns: int, config: BaselineConfig, seed: int) -> BaselineModel:
+        torch.manual_seed(seed)
+        mean, std = features.mean(0), features.std(0) + 1e-6
+        x = torch.from_numpy((features - mean) / std).float()
+        targets = torch.from_numpy(np.stack([e.targets for e in examples]))
+        corrupted = torch.tensor([e.corrupted for e in examples])
+        accuracy = torch.tensor([e.accuracy for e in examples], dtype=torch.float32)
+        net = torch.nn.Sequential(
+            torch.nn.Linear(x.shape[1], config.hidden),
+            torch.nn.GELU(),
+            torch.nn.Linear(config.hidden, config.hidden),
+            torch.nn.GELU(),
+            torch.nn.Linear(config.hidden, 2 * n_patterns + 1),
+        )
+        opt = AdamW(net.parameters(), lr=config.lr, betas=(0.9, 0.999), weight_decay=config.weight_decay)
+        for _ in range(config.epochs):
+            out = net(x)
+            loss = (
+                F.binary_cross_entropy_with_logits(out[:, :n_patterns], targets)
+                + F.cross_entropy(out[:, n_patterns : 2 * n_patterns], corrupted)
+                + 10.0 * F.mse_loss(torch.sigmoid(out[:, -1]), accuracy)
+            )
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        return cls(net.eval(), mean, std, n_patterns)
+
+    def predict(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        with torch.no_grad():
+            out = self.net(torch.from_numpy((features - self.mean) / self.std).float()).numpy()
+        k = self.n_patterns
+        return (out[:, :k] > 0).astype(np.float32), out[:, k : 2 * k], 1.0 / (1.0 + np.exp(-out[:, -1]))
+
+
+# ---------------------------------------------------------------- the report
+
+
+def _feature_sets(source: ZooSource, examples: list[Example]) -> dict[str, np.ndarray]:
+    from zoo.factory.batch import probe_set
+
+    probe = probe_set(source.config)
+    return {
+        "weight_statistics": weight_statistics(examples, source.config.architecture.layers.max),
+        "output_only": output_logits(examples, probe.tokens, source.config.patterns.vocab_size),
+    }
+
+
+def evaluate(
+    run_dir: str | Path,
+    data_dir: str | Path,
+    *,
+    splits: list[str] | None = None,
+    which: str = "best",
+    console=None,
+) -> dict:
+    """Evaluate a run on a zoo's splits, train and score the baselines, write ``report.json`` and ``report.md``."""
+    run_dir = Path(run_dir)
+    model, config, description = load_model(run_dir, which)
+    source = open_source(data_dir)
+    stored = description["data"]
+    for key in ("pattern_names", "signature_stats"):
+        if list(stored[key]) != list(getattr(source, key)):
+            raise InterpreterError(f"{data_dir}: its {key.replace('_', ' ')} differ from the zoo {run_dir} was trained on")
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    device = resolve_device(config.device)
+    model.to(device)
+    wanted = list(splits) if splits else [s for s in EVAL_SPLITS if source.rows(s) > 0]
+    for name in wanted:
+        if name not in SPLITS:
+            raise InterpreterError(f"--split: unknown split {name!r}; splits are {', '.join(SPLITS)}")
+        if source.rows(name) == 0:
+            raise InterpreterError(f"--split: split {name!r} of {source.path} holds no records")
+    names = source.pattern_names
+    train_examples = list(stream(source, config.data.train_split))
+    if not train_examples:
+        raise InterpreterError(f"{source.path}: no training records for the baselines")
+    log = console.print if console is not None else (lambda *a, **k: None)
+    log(f"baselines: fitting on {len(train_examples)} training records")
+    train_features = _feature_sets(source, train_examples)
+    baselines = {
+        name: BaselineModel.fit(train_features[name], train_examples, len(names), config.baselines, config.seed)
+        for name in BASELINES
+    }
+    del train_examples, train_features
+    benchmarks = Benchmarks(source)
+    report: dict = {}
+    base_report: dict = {name: {} for name in BASELINES}
+    rows: dict[str, int] = {}
+    for split in wanted:
+        examples = list(stream(source, split))
+        rows[split] = len(examples)
+        log(f"{split}: {len(examples)} records")
+        pred = predict(model, batched(examples, config.eval_batch_size), device, repair=True)
+        restored, side = judge_repair(pred, benchmarks)
+        report[split] = figures(names, pred.pattern_sets, pred.corrupted_logits, pred.accuracy, pred.examples, restored, side)
+        features = _feature_sets(source, pred.examples)
+        for name, baseline in baselines.items():
+            sets, corrupted, accuracy = baseline.predict(features[name])
+            base_report[name][split] = figures(names, sets, corrupted, accuracy, pred.examples)
+    report["baselines"] = base_report
+    dump_json(run_dir / "report.json", report)
+    (run_dir / "report.md").write_text(render_markdown(report, rows, run_dir, source, description))
+    return report
+
+
+def _fmt(value, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def render_markdown(report: dict, rows: dict[str, int], run_dir: Path, source: ZooSource, description: dict) -> str:
+    splits = [s for s in report if s != "baselines"]
+    state_path = run_dir / "state.json"
+    lines = [
+        "# Interpreter evaluation",
+        "",
+        f"- run: `{run_dir}`",
+        f"- zoo: `{source.path}` ({source.zoo_id}; {len(source.assignment)} batches; splits: {source.split_source})",
+        "- records evaluated: " + ", ".join(f"{s} {rows[s]}" for s in splits),
+        f"- pattern vocabulary: {len(source.pattern_names)} patterns",
+    ]
+    if state_path.is_file():
+        import json
+
+        state = json.loads(state_path.read_text())
+        lines.append(f"- trained {state['epoch']} epochs; best validation loss at epoch {state.get('best_epoch')}")
+    lines += [
+        "",
+        "Repair is judged by behaviour: decoded weights loaded with `zoo.load_model`, scored on each record's clean "
+        "benchmark set. *restored*: share of the corrupted pattern's lost accuracy won back (mean over models); "
+        "*side effect*: mean accuracy drop on the other patterns (positive is a loss).",
+        "",
+        "| split | model | exact match | macro F1 | corrupted acc. | accuracy MAE | repair restored | repair side effect |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for split in splits:
+        entries = [("interpreter", report[split])] + [(name, report["baselines"][name][split]) for name in BASELINES]
+        for name, fig in entries:
+            lines.append(
+                f"| {split} | {name} | {_fmt(fig['exact_match'])} | {_fmt(fig['macro_f1'])} | "
+                f"{_fmt(fig['corrupted_pattern_accuracy'])} | {_fmt(fig['accuracy_mae'])} | "
+                f"{_fmt(fig['repair_restored'])} | {_fmt(fig['repair_side_effect'])} |"
+            )
+    lines += [
+        "",
+        "## Above the baselines",
+        "",
+        "Interpreter minus baseline (for accuracy MAE: baseline minus interpreter), so positive means the interpreter is better.",
+        "",
+        "| split | baseline | exact match | macro F1 | corrupted acc. | accuracy MAE |",
+        "|---|---|---|---|---|---|",
+    ]
+    for split in splits:
+        mine = report[split]
+        for name in BASELINES:
+            other = report["baselines"][name][split]
+            cells = []
+            for key, better in (("exact_match", 1), ("macro_f1", 1), ("corrupted_pattern_accuracy", 1), ("accuracy_mae", -1)):
+                if mine[key] is None or other[key] is None:
+                    cells.append("n/a")
+                else:
+                    cells.append(f"{better * (mine[key] - other[key]):+.3f}")
+            lines.append(f"| {split} | {name} | " + " | ".join(cells) + " |")
+    lines += ["", "## Per-pattern F1 (interpreter)", "", "| pattern | " + " | ".join(splits) + " |", "|---|" + "---|" * len(splits)]
+    patterns = sorted({p for s in splits for p in report[s]["per_pattern_f1"]}, key=source.pattern_names.index)
+    for p in patterns:
+        lines.append(f"| {p} | " + " | ".join(_fmt(report[s]["per_pattern_f1"].get(p)) for s in splits) + " |")
+    return "\n".join(lines) + "\n"

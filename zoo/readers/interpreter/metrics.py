@@ -1,0 +1,69 @@
+"""Figures of the evaluation report: pure numpy functions of predictions and truths."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def exact_match(pred: np.ndarray, true: np.ndarray) -> float:
+    """Share of models whose predicted pattern set (``[n, V]`` 0/1) equals the true one."""
+    if len(true) == 0:
+        return float("nan")
+    return float((pred.astype(bool) == true.astype(bool)).all(axis=1).mean())
+
+
+def per_pattern_f1(pred: np.ndarray, true: np.ndarray, names: Sequence[str]) -> dict[str, float]:
+    """F1 of every pattern that occurs in ``true`` or is predicted at least once."""
+    pred, true = pred.astype(bool), true.astype(bool)
+    scores = {}
+    for k, name in enumerate(names):
+        tp = int((pred[:, k] & true[:, k]).sum())
+        fp = int((pred[:, k] & ~true[:, k]).sum())
+        fn = int((~pred[:, k] & true[:, k]).sum())
+        if tp + fp + fn == 0:
+            continue
+        scores[name] = 2 * tp / (2 * tp + fp + fn)
+    return scores
+
+
+def macro_f1(pred: np.ndarray, true: np.ndarray, names: Sequence[str]) -> float:
+    scores = per_pattern_f1(pred, true, names)
+    return float(np.mean(list(scores.values()))) if scores else float("nan")
+
+
+def top1(logits: np.ndarray, labels: np.ndarray) -> float:
+    if len(labels) == 0:
+        return float("nan")
+    return float((logits.argmax(axis=1) == labels).mean())
+
+
+def mae(pred: np.ndarray, true: np.ndarray) -> float:
+    return float(np.abs(pred - true).mean()) if len(true) else float("nan")
+
+
+def repair_figures(
+    repaired: np.ndarray, degraded: np.ndarray, clean: np.ndarray, corrupted: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per model: the share of the corrupted pattern's lost accuracy restored, and the mean
+    drop of the other patterns (degraded minus repaired; positive is a loss).
+
+    Arguments are lists of per-pattern accuracy arrays (a model's own patterns) and the
+    corrupted pattern's position among them.
+    """
+    restored, side = [], []
+    for rep, deg, cln, c in zip(repaired, degraded, clean, corrupted):
+        rep, deg, cln = (np.asarray(a, dtype=np.float64) for a in (rep, deg, cln))
+        lost = cln[c] - deg[c]
+        restored.append((rep[c] - deg[c]) / lost if lost > 0 else np.nan)
+        others = np.delete(np.arange(len(deg)), c)
+        side.append(float(np.nanmean(deg[others] - rep[others])) if len(others) else 0.0)
+    return np.asarray(restored, dtype=np.float64), np.asarray(side, dtype=np.float64)
+
+
+def nanmean(values: np.ndarray) -> float | None:
+    values = np.asarray(values, dtype=np.float64)
+    if values.size == 0 or np.isnan(values).all():
+        return None
+    return float(np.nanmean(values))

@@ -1,0 +1,374 @@
+"""The interpreter network: neuron tokens -> encoder -> latent -> heads, and a repair decoder.
+
+Every neuron of the degraded subject is a token made of its signature row, its layer
+position (relative depth, first hidden / hidden / output, its layer's width), the
+subject's activation function, and optionally its incoming weights (the first hidden
+layer's input weights, order-free statistics of every other token's in- and outgoing
+weights, its bias). Blocks alternate messages along the weight graph (``adj @ h``:
+a neuron hears the neurons feeding it and those it feeds, weighted by the weights)
+with self-attention over all tokens of a subject and an MLP. Nothing depends on the
+order of the neurons inside a layer: permuting them (and the weights with them)
+permutes the token states and leaves the pooled latent, the heads and the decoded
+model's function unchanged.
+
+Heads read the latent: the pattern set (multi-label logits over the zoo's pattern
+vocabulary), the corrupted pattern (logits), and the degraded model's accuracy. The
+decoder reads each token's state plus the latent and predicts a change of the
+degraded weights: first-layer input weights and biases per token, and every other
+weight ``adj[j, i]`` from a low-rank product of the two tokens' states plus a
+per-token rescaling of the existing weight. Its last layers start at zero, so an
+untrained decoder returns the degraded model unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from zoo.config import ACTIVATIONS
+from zoo.readers.interpreter.config import ModelConfig
+from zoo.readers.interpreter.data import Batch, Weights
+
+N_POSITION = 5
+N_WEIGHT_STATS = 11
+
+
+@dataclass
+class Output:
+    latent: torch.Tensor  # [B, latent]
+    tokens: torch.Tensor  # [B, N, width] final token states
+    patterns: torch.Tensor  # [B, V] logits
+    corrupted: torch.Tensor  # [B, V] logits
+    accuracy: torch.Tensor  # [B] in [0, 1]
+
+
+def _masked_stats(values: torch.Tensor, keep: torch.Tensor) -> list[torch.Tensor]:
+    """mean, std, max, min, rms over the last axis where ``keep`` (0 where nothing is kept)."""
+    keep = keep.to(values.dtype)
+    count = keep.sum(-1).clamp_min(1.0)
+    mean = (values * keep).sum(-1) / count
+    sq = (values.square() * keep).sum(-1) / count
+    std = (sq - mean.square()).clamp_min(0.0).sqrt()
+    big = torch.finfo(values.dtype).max
+    has = keep.sum(-1) > 0
+    top = torch.where(keep > 0, values, -big).amax(-1)
+    low = torch.where(keep > 0, values, big).amin(-1)
+    return [mean, std, torch.where(has, top, 0.0), torch.where(has, low, 0.0), sq.sqrt()]
+
+
+def position_features(batch: Batch) -> torch.Tensor:
+    """``[B, N, 5]``: relative depth, output, first hidden layer, log width, 1/depth."""
+    depth = batch.n_layers[:, None].to(torch.float32)
+    layer = batch.layer.clamp_min(0).to(torch.float32)
+    rel = layer / depth
+    is_out = batch.output.to(torch.float32)
+    first = batch.first.to(torch.float32)
+    feats = torch.stack([rel, is_out, first, torch.log(batch.width) / 4.0, (1.0 / depth).expand_as(rel)], dim=-1)
+    return feats * batch.mask[..., None]
+
+
+def weight_features(batch: Batch, weights: Weights) -> torch.Tensor:
+    """``[B, N, 11]`` order-free summaries of a token's weights, in init-scale units.
+
+    Incoming (input weights for the first layer, ``adj`` rows otherwise): mean, std,
+    max, min, rms; outgoing (``adj`` columns): the same five; and the bias.
+    """
+    scale = batch.fan_in.sqrt()
+    edges = batch.edges
+    first = batch.first
+    incoming_adj = _masked_stats(weights.adj, edges)
+    incoming_in = _masked_stats(weights.w_in, first[..., None].expand_as(weights.w_in))
+    incoming = [torch.where(first, a, b) * scale for a, b in zip(incoming_in, incoming_adj)]
+    out_scale = _next_scale(batch)
+    outgoing = [s * out_scale for s in _masked_stats(weights.adj.transpose(1, 2), edges.transpose(1, 2))]
+    bias = weights.bias * scale
+    return torch.stack([*incoming, *outgoing, bias], dim=-1) * batch.mask[..., None]
+
+
+def _next_scale(batch: Batch) -> torch.Tensor:
+    """sqrt of the next layer's fan-in (= this layer's width) per token."""
+    return batch.width.sqrt()
+
+
+def pattern_columns(stats: list[str] | tuple[str, ...], names: list[str] | tuple[str, ...]) -> tuple[list[int], int]:
+    """Signature columns holding each pattern's probe mean (-1 where absent) and the negatives' one.
+
+    With ``activations: both`` the post-activation columns are used.
+    """
+    def find(name: str) -> int:
+        for candidate in (f"pattern_mean:{name}", f"post:pattern_mean:{name}", f"pre:pattern_mean:{name}"):
+            if candidate in stats:
+                return list(stats).index(candidate)
+        return -1
+
+    return [find(n) for n in names], find("none")
+
+
+class PatternReader(nn.Module):
+    """Per-pattern states from the neurons, shared across patterns (equivariant in the pattern axis).
+
+    For pattern ``p`` and neuron ``n`` a pair feature is made of the neuron's state and its
+    response to ``p``'s probes (its signature column ``pattern_mean:p``, raw and relative
+    to the negatives' column); pairs are pooled over the neurons by attention (order-free)
+    and next to the output neuron's own pair, then joined with a pattern embedding and the
+    model latent. The same weights read every pattern, so what is learned about one
+    pattern's columns transfers to the others.
+    """
+
+    def __init__(self, d: int, latent: int, n_patterns: int, columns: list[int], none_column: int, dropout: float):
+        super().__init__()
+        self.register_buffer("columns", torch.tensor([max(c, 0) for c in columns], dtype=torch.long), persistent=False)
+        self.register_buffer("present", torch.tensor([c >= 0 for c in columns], dtype=torch.float32), persistent=False)
+        self.none_column = none_column
+        self.pair = nn.Sequential(nn.Linear(d + 3, d), nn.GELU(), nn.Dropout(dropout), nn.Linear(d, d))
+        self.score = nn.Linear(d, 1)
+        self.emb = nn.Embedding(n_patterns, d)
+        self.from_latent = nn.Linear(latent, d)
+        self.mix = nn.Sequential(nn.LayerNorm(3 * d), nn.Linear(3 * d, d), nn.GELU(), nn.Dropout(dropout), nn.Linear(d, d))
+
+    def forward(self, tokens: torch.Tensor, sig: torch.Tensor, batch: Batch, latent: torch.Tensor) -> torch.Tensor:
+        """``[B, P, d]`` pattern states from token states ``[B, N, d]`` and the normalized signature ``[B, N, S]``."""
+        response = sig[..., self.columns] * self.present  # [B, N, P]
+        none = sig[..., self.none_column : self.none_column + 1] if self.none_column >= 0 else torch.zeros_like(response[..., :1])
+        relative = (response - none) * self.present
+        is_out = batch.output.to(sig.dtype)[..., None].expand_as(response)
+        b, n, p = response.shape
+        pair_in = torch.cat(
+            [tokens[:, None, :, :].expand(b, p, n, tokens.shape[-1]), torch.stack([response, relative, is_out], -1).transpose(1, 2)],
+            dim=-1,
+        )
+        pairs = self.pair(pair_in)  # [B, P, N, d]
+        scores = self.score(pairs).squeeze(-1).masked_fill(~batch.mask[:, None, :], float("-inf"))
+        pooled = torch.einsum("bpn,bpnd->bpd", torch.softmax(scores, dim=-1), pairs)
+        out_pair = (pairs * batch.output.to(sig.dtype)[:, None, :, None]).sum(2)
+        state = torch.cat([pooled, out_pair, self.emb.weight[None].expand(b, -1, -1)], dim=-1)
+        return self.mix(state) + self.from_latent(latent)[:, None, :]
+
+
+class Block(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        d = config.width
+        self.use_weights = config.use_weights
+        if self.use_weights:
+            self.ln_msg = nn.LayerNorm(d)
+            self.msg_in = nn.Linear(d, d)
+            self.msg_out = nn.Linear(d, d)
+            self.msg_proj = nn.Linear(2 * d, d)
+        self.ln_att = nn.LayerNorm(d)
+        self.att = nn.MultiheadAttention(d, config.heads, dropout=config.dropout, batch_first=True)
+        self.ln_mlp = nn.LayerNorm(d)
+        self.mlp = nn.Sequential(
+            nn.Linear(d, config.mlp_ratio * d), nn.GELU(), nn.Dropout(config.dropout), nn.Linear(config.mlp_ratio * d, d)
+        )
+
+    def forward(self, h: torch.Tensor, mask: torch.Tensor, adj: torch.Tensor | None) -> torch.Tensor:
+        if self.use_weights and adj is not None:
+            x = self.ln_msg(h)
+            incoming = torch.bmm(adj, self.msg_in(x))
+            outgoing = torch.bmm(adj.transpose(1, 2), self.msg_out(x))
+            h = h + self.msg_proj(torch.cat([incoming, outgoing], dim=-1))
+        x = self.ln_att(h)
+        attended, _ = self.att(x, x, x, key_padding_mask=~mask, need_weights=False)
+        h = h + attended
+        return h + self.mlp(self.ln_mlp(h))
+
+
+class Interpreter(nn.Module):
+    def __init__(
+        self,
+        config: ModelConfig,
+        *,
+        n_stats: int,
+        n_patterns: int,
+        in_features: int,
+        columns: list[int] | None = None,
+        none_column: int = -1,
+        probe_inputs: torch.Tensor | None = None,
+    ):
+        super().__init__()
+        self.config = config
+        self.n_stats, self.n_patterns, self.in_features = n_stats, n_patterns, in_features
+        d, latent = config.width, config.latent
+        self.register_buffer("sig_mean", torch.zeros(n_stats))
+        self.register_buffer("sig_std", torch.ones(n_stats))
+        self.sig_proj = nn.Linear(n_stats, d)
+        self.pos_proj = nn.Linear(N_POSITION, d)
+        self.layer_emb = nn.Embedding(config.max_layers + 1, d)  # hidden layer index; the last row: output
+        self.act_emb = nn.Embedding(len(ACTIVATIONS) + 1, d) if config.use_activation else None
+        if config.use_weights:
+            self.in_proj = nn.Linear(in_features, d)
+            self.wstat_proj = nn.Linear(N_WEIGHT_STATS, d)
+        if config.probe_activations:
+            if probe_inputs is None:
+                raise ValueError("probe_activations needs the zoo's probe inputs")
+            self.register_buffer("probe_inputs", probe_inputs.float())
+            self.probe_norm = nn.LayerNorm(probe_inputs.shape[0])
+            self.probe_proj = nn.Linear(probe_inputs.shape[0], d)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.depth))
+        self.ln_final = nn.LayerNorm(d)
+        self.pool_query = nn.Linear(d, 1)
+        self.to_latent = nn.Linear(3 * d, latent)
+        self.ln_latent = nn.LayerNorm(latent)
+
+        def head(out: int) -> nn.Module:
+            return nn.Sequential(nn.Linear(latent, d), nn.GELU(), nn.Linear(d, out))
+
+        self.reader = PatternReader(d, latent, n_patterns, columns or [-1] * n_patterns, none_column, config.dropout)
+        self.pattern_head = nn.Linear(d, 1)
+        self.corrupted_head = nn.Linear(d, 1)
+        self.accuracy_head = head(1)
+        # repair decoder
+        dd, rank = config.decoder_width, config.decoder_rank
+        self.dec_latent = nn.Linear(latent, d)
+        self.dec_block = Block(config)
+        self.dec_mlp = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, dd), nn.GELU(), nn.Linear(dd, dd), nn.GELU())
+        self.dec_in = nn.Linear(dd, in_features)
+        self.dec_bias = nn.Linear(dd, 1)
+        self.dec_gate = nn.Linear(dd, 1)
+        self.dec_p = nn.Linear(dd, rank)
+        self.dec_q = nn.Linear(dd, rank)
+        for layer in (self.dec_in, self.dec_bias, self.dec_gate, self.dec_q):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    # ------------------------------------------------------------ encoder and heads
+
+    def set_normalization(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        self.sig_mean.copy_(mean)
+        self.sig_std.copy_(std.clamp_min(1e-3))
+
+    def normalized_signature(self, batch: Batch) -> torch.Tensor:
+        return (torch.asinh(batch.signature) - self.sig_mean) / self.sig_std * batch.mask[..., None]
+
+    def embed(self, batch: Batch) -> torch.Tensor:
+        sig = self.normalized_signature(batch)
+        h = self.sig_proj(sig) + self.pos_proj(position_features(batch))
+        hidden_index = batch.layer.clamp(0, self.config.max_layers - 1)
+        index = torch.where(batch.output, self.config.max_layers, hidden_index)
+        h = h + self.layer_emb(index)
+        if self.act_emb is not None:
+            act = torch.where(batch.activation < 0, len(ACTIVATIONS), batch.activation)
+            h = h + self.act_emb(act)[:, None, :]
+        if self.config.use_weights:
+            w = batch.degraded
+            scaled_in = w.w_in * batch.fan_in.sqrt()[..., None] * batch.first[..., None]
+            h = h + self.in_proj(scaled_in) + self.wstat_proj(weight_features(batch, w))
+        if self.config.probe_activations:
+            values = torch.asinh(subject_values(batch, batch.degraded, self.probe_inputs)).transpose(1, 2)
+            h = h + self.probe_proj(self.probe_norm(values))
+        return h * batch.mask[..., None]
+
+    def encode(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token states ``[B, N, d]`` and the latent ``[B, latent]``."""
+        adj = batch.degraded.adj if self.config.use_weights else None
+        h = self.embed(batch)
+        for block in self.blocks:
+            h = block(h, batch.mask, adj)
+        x = self.ln_final(h)
+        mask = batch.mask
+        scores = self.pool_query(x).squeeze(-1).masked_fill(~mask, float("-inf"))
+        attn = torch.softmax(scores, dim=-1)
+        pooled = torch.einsum("bn,bnd->bd", attn, x)
+        mean = (x * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp_min(1)
+        out_token = (x * batch.output[..., None]).sum(1)  # the output logit's token: unique, so order-free
+        latent = self.to_latent(torch.cat([pooled, mean, out_token], dim=-1))
+        return x, latent
+
+    def heads(self, batch: Batch, tokens: torch.Tensor, latent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Pattern-set logits, corrupted-pattern logits and accuracy from token states and a latent."""
+        z = self.ln_latent(latent)
+        states = self.reader(tokens, self.normalized_signature(batch), batch, z)
+        return (
+            self.pattern_head(states).squeeze(-1),
+            self.corrupted_head(states).squeeze(-1),
+            torch.sigmoid(self.accuracy_head(z).squeeze(-1)),
+        )
+
+    def forward(self, batch: Batch) -> Output:
+        tokens, latent = self.encode(batch)
+        patterns, corrupted, accuracy = self.heads(batch, tokens, latent)
+        return Output(latent, tokens, patterns, corrupted, accuracy)
+
+    # ------------------------------------------------------------ repair decoder
+
+    def decode(self, batch: Batch, tokens: torch.Tensor, latent: torch.Tensor) -> Weights:
+        """The change to the degraded weights (token space) that should make the clean model."""
+        adj = batch.degraded.adj if self.config.use_weights else None
+        h = tokens + self.dec_latent(self.ln_latent(latent))[:, None, :]
+        h = self.dec_block(h, batch.mask, adj)
+        u = self.dec_mlp(h)
+        scale = batch.fan_in.rsqrt() * batch.mask
+        first = batch.first.to(u.dtype)
+        d_in = self.dec_in(u) * (scale * first)[..., None]
+        d_bias = self.dec_bias(u).squeeze(-1) * scale
+        p, q = self.dec_p(u), self.dec_q(u)
+        low_rank = torch.bmm(p, q.transpose(1, 2)) / math.sqrt(p.shape[-1])
+        gate = self.dec_gate(u)  # [B, N, 1]: rescales the token's incoming weights
+        d_adj = (low_rank * scale[..., None] + gate * batch.degraded.adj) * batch.edges
+        return Weights(d_in, d_adj, d_bias)
+
+    def repair(self, batch: Batch, out: Output | None = None, latent: torch.Tensor | None = None) -> Weights:
+        """Decoded (repaired) weights in token space; ``latent`` overrides the encoder's (edits)."""
+        out = self(batch) if out is None else out
+        return batch.degraded + self.decode(batch, out.tokens, out.latent if latent is None else latent)
+
+
+# ---------------------------------------------------------------- subjects in token space
+
+
+_ACTIVATION_FNS = {
+    "relu": torch.relu,
+    "gelu": F.gelu,
+    "tanh": torch.tanh,
+    "sigmoid": torch.sigmoid,
+    "leaky_relu": lambda z: F.leaky_relu(z, 0.01),
+}
+
+
+def activation_runs(activation: torch.Tensor) -> list[tuple[int, int, str]]:
+    """``(start, end, name)`` for every run of consecutive models sharing an activation."""
+    values = activation.tolist()
+    runs, start = [], 0
+    for i in range(1, len(values) + 1):
+        if i == len(values) or values[i] != values[start]:
+            runs.append((start, i, ACTIVATIONS[values[start]]))
+            start = i
+    return runs
+
+
+def _activate(pre: torch.Tensor, runs: list[tuple[int, int, str]]) -> torch.Tensor:
+    """Each model's own activation, applied run by run (batches sorted by activation have few runs)."""
+    if len(runs) == 1:
+        return _ACTIVATION_FNS[runs[0][2]](pre)
+    return torch.cat([_ACTIVATION_FNS[name](pre[start:end]) for start, end, name in runs])
+
+
+def subject_values(batch: Batch, weights: Weights, x: torch.Tensor) -> torch.Tensor:
+    """Every neuron's value ``[B, R, N]`` on one-hot inputs ``x [R, D]``: hidden post-activations, and the
+    logit at the output token (0 on padding). Differentiable in ``weights``."""
+    runs = activation_runs(batch.activation)
+    mask, layer = batch.mask, batch.layer
+    pre = torch.matmul(x, weights.w_in.transpose(1, 2)) + weights.bias[:, None, :]
+    v = _activate(pre, runs) * batch.first.to(x.dtype)[:, None, :]
+    for step in range(1, int(batch.n_layers.max()) + 1):
+        pre = torch.bmm(v, weights.adj.transpose(1, 2)) + weights.bias[:, None, :]
+        here = mask & (layer == step)
+        out = (here & batch.output).to(x.dtype)[:, None, :]
+        hidden = (here & ~batch.output).to(x.dtype)[:, None, :]
+        v = v + pre * out
+        if bool(hidden.any()):
+            v = v + _activate(pre, runs) * hidden
+    return v
+
+
+def subject_logits(batch: Batch, weights: Weights, x: torch.Tensor) -> torch.Tensor:
+    """Logits ``[B, R]`` of every subject (with ``weights`` in token space) on one-hot inputs ``x [R, D]``.
+
+    The same function as ``zoo.load_model(row)`` computes; differentiable in ``weights``.
+    """
+    return (subject_values(batch, weights, x) * batch.output.to(x.dtype)[:, None, :]).sum(-1)
