@@ -49,6 +49,7 @@ LAST_FILE = "last.safetensors"
 BEST_FILE = "best.safetensors"
 
 EpochHook = Callable[[int, dict, Path], None]
+OBJECTIVE_TERMS = ("patterns", "corrupted", "accuracy", "repair_function")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -101,24 +102,27 @@ def function_loss(batch: Batch, repaired: Weights, inputs: RepairInputs, emphasi
 
 
 def losses(
-    model: Interpreter, batch: Batch, config: InterpreterConfig, inputs: RepairInputs
+    model: Interpreter, batch: Batch, config: InterpreterConfig, inputs: RepairInputs, *, every_term: bool = False
 ) -> tuple[torch.Tensor, dict[str, float], Output, Weights | None]:
-    """Total loss, its terms, the heads' outputs and (when a repair term is on) the decoded change."""
+    """Total loss, its terms, the heads' outputs and (when a repair term is on) the decoded change.
+
+    Terms with weight 0 are skipped unless ``every_term`` (evaluation reports them all).
+    """
     w = config.loss
     out = model(batch)
     terms: dict[str, torch.Tensor] = {}
-    if w.patterns:
+    if w.patterns or every_term:
         terms["patterns"] = F.binary_cross_entropy_with_logits(out.patterns, batch.targets)
-    if w.corrupted:
+    if w.corrupted or every_term:
         terms["corrupted"] = F.cross_entropy(out.corrupted, batch.corrupted)
-    if w.accuracy:
+    if w.accuracy or every_term:
         terms["accuracy"] = 10.0 * F.mse_loss(out.accuracy, batch.accuracy)
     delta = None
-    if w.repair_weights or w.repair_function:
+    if w.repair_weights or w.repair_function or every_term:
         delta = model.decode(batch, out.tokens, out.latent)
-        if w.repair_weights:
+        if w.repair_weights or every_term:
             terms["repair_weights"] = weight_loss(batch, delta)
-        if w.repair_function:
+        if w.repair_function or every_term:
             terms["repair_function"] = function_loss(batch, batch.degraded + delta, inputs, w.corrupted_emphasis)
     weights = {
         "patterns": w.patterns,
@@ -217,7 +221,7 @@ def evaluate_loss(
     with torch.no_grad():
         for chunk, batch in data.batches(config.eval_batch_size):
             batch = batch.to(device)
-            loss, terms, out, _ = losses(model, batch, config, inputs)
+            loss, terms, out, _ = losses(model, batch, config, inputs, every_term=True)
             n = len(chunk)
             total += float(loss) * n
             rows += n
@@ -232,6 +236,8 @@ def evaluate_loss(
         return {}, Predictions([], np.zeros((0, model.n_patterns)), np.zeros((0, model.n_patterns)), np.zeros(0), np.zeros((0, 1)), None)
     pred = Predictions(examples, np.concatenate(probs), np.concatenate(corrupted), np.concatenate(accuracy), np.concatenate(latents), None)
     figures = {"loss": total / rows, **{f"loss_{k}": v / rows for k, v in sums.items()}}
+    # the same sum whatever the configured weights, so runs with other loss weights compare (Tune's default metric)
+    figures["objective"] = sum(figures[f"loss_{k}"] for k in OBJECTIVE_TERMS)
     return figures, pred
 
 

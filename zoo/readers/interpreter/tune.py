@@ -78,7 +78,11 @@ class TuneSettings(Strict):
     )
     overrides: dict = Field({}, description="fixed changes to the base config for every trial (e.g. fewer epochs)")
     space: dict[str, Distribution] = Field(..., description="dotted interpreter-config field -> distribution")
-    metric: str = "val_loss"
+    metric: str = Field(
+        "val_objective",
+        description="a metric every epoch reports; val_objective sums the validation loss terms at unit weights, "
+        "so trials that sample other loss weights compare fairly",
+    )
     mode: Literal["min", "max"] = "min"
     num_samples: int = Field(16, ge=1)
     max_concurrent: int = Field(0, ge=0, description="trials at once; 0 lets Ray decide from the resources")
