@@ -12,9 +12,7 @@ import pytest
 import torch
 
 from zoo.cli import main
-from zoo.config import ConfigError, ZooConfig, dump_config, load_config
-from zoo.factory.batch import produce_shard, task_batches, zoo_identity
-from zoo.factory.manifest import Manifest
+from zoo.config import ConfigError, ZooConfig, load_config
 from zoo.readers.probes.activations import cache_activations, model_activations, read_activations
 from zoo.readers.probes.checkpoint import load_probe
 from zoo.readers.probes.config import ProbeConfig, ProbeTuneConfig
@@ -24,6 +22,7 @@ from zoo.readers.probes.train import FeatureSet, stratified_split, train_probes
 from zoo.readers.probes.zoo_probe import probe_row, probe_zoo
 from zoo.subjects.architecture import Architecture
 from zoo.subjects.mlp import SubjectMLP, flatten_model
+from zoo_fixture import build_zoo
 
 TINY = ZooConfig(
     name="probe-tiny",
@@ -40,13 +39,7 @@ FAST = ProbeConfig(epochs=6, val_every=2, lr=1e-2)
 @pytest.fixture(scope="module")
 def tiny_zoo(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("probe-zoo") / "zoo"
-    zoo_id, config_hash = zoo_identity(TINY)
-    manifest = Manifest.open(out, zoo_id=zoo_id, config_hash=config_hash)
-    for batch_ids in task_batches(TINY):
-        info, _ = produce_shard(TINY, batch_ids, out)
-        manifest.add(info)
-    (out / "config.yaml").write_text(dump_config(TINY))
-    return out
+    return build_zoo(out, TINY)
 
 
 @pytest.fixture(scope="module")

@@ -10,12 +10,11 @@ import os
 import shutil
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
+from rich.console import Console
 
-from zoo.config import ZooConfig, dump_config
-from zoo.factory.batch import probe_set, produce_shard, task_batches, zoo_identity
-from zoo.factory.manifest import Manifest
+from zoo.config import ZooConfig
+from zoo.factory.runner import generate
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -33,14 +32,10 @@ _BUILT: dict[str, Path] = {}
 
 
 def build_zoo(out: Path, config: ZooConfig = TINY) -> Path:
-    """Every batch of ``config`` as shards + manifest, with config.yaml and probe.parquet beside them."""
-    zoo_id, config_hash = zoo_identity(config)
-    manifest = Manifest.open(out, zoo_id=zoo_id, config_hash=config_hash)
-    for batch_ids in task_batches(config):
-        info, _ = produce_shard(config, batch_ids, out)
-        manifest.add(info)
-    (out / "config.yaml").write_text(dump_config(config))
-    pq.write_table(probe_set(config).to_arrow(), out / "probe.parquet")
+    """Every batch of ``config``, made by the runner in this process (no Ray): shards, manifest,
+    config.yaml and probe.parquet."""
+    in_process = config.model_copy(update={"runtime": config.runtime.model_copy(update={"workers": 0})})
+    generate(in_process, out, console=Console(quiet=True))
     return out
 
 
