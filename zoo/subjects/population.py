@@ -9,6 +9,14 @@ early stopping is a row mask.
 
 Forward and backward are written out by hand: for these tiny models the autograd
 tape costs more than the arithmetic.
+
+Where the time goes (one CPU core, 32 models, batch 64): about 40% in ``bmm`` at
+shapes like ``[32, 64, 50] x [32, 50, 40]``, which run near the core's fp32 peak, and
+most of the rest in the activation and Adam passes. The head is a dot product rather
+than a ``k=1`` ``bmm`` (3x cheaper), biases ride in the weight blocks, and models are
+grouped by depth and width so padding wastes little. Next: drop stopped models from
+the population, and run the first layer as an embedding-bag gather (its forward is
+5x cheaper than the one-hot ``bmm``).
 """
 
 from __future__ import annotations
