@@ -10,13 +10,11 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from zoo.config import ZooConfig, load_config
-from zoo.factory.manifest import ZOO_FILE, ZooInfo, read_manifest, read_zoo_info
+from zoo.factory.manifest import CONFIG_FILE, PROBE_FILE, ZOO_FILE, ZooInfo, read_manifest, read_zoo_info  # noqa: F401 (re-exported)
 from zoo.factory.reader import shard_paths, verify
 from zoo.factory.schema import signature_stats_of
 from zoo.atomic import commit_file, temporary_path, write_text_atomic  # noqa: F401 (re-exported)
 
-CONFIG_FILE = "config.yaml"
-PROBE_FILE = "probe.parquet"
 
 
 class ExportError(ValueError):

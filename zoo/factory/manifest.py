@@ -20,6 +20,10 @@ from zoo.factory.shards import ShardInfo, data_dir, fsync_dir, relative_name, sh
 
 ZOO_FILE = "zoo.json"
 MANIFEST_FILE = "manifest.jsonl"
+CONFIG_FILE = "config.yaml"
+"""The resolved config of the latest run, beside the shards."""
+PROBE_FILE = "probe.parquet"
+"""The zoo's probe set, beside the shards."""
 ENTRY_KEYS = ("batches", "shard", "rows", "sha256", "bytes", "content")
 
 

@@ -16,10 +16,9 @@ import numpy as np
 import pyarrow as pa
 
 from zoo.config import ConfigError, ZooConfig, load_config
-from zoo.factory.manifest import ZOO_FILE, ManifestError, read_zoo_info
+from zoo.factory.manifest import CONFIG_FILE, ZOO_FILE, ManifestError, read_zoo_info
 
 NONE_CLASS = "none"
-CONFIG_FILE = "config.yaml"
 RECORD_COLUMNS = (
     "example_id",
     "batch_id",
