@@ -11,7 +11,8 @@ import pytest
 def ray_session():
     """One local Ray for the whole session: starting Ray per test is slow and flaky."""
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True)
+    # address="local": always a fresh local Ray, never a cluster some other process started here
+    ray.init(address="local", num_cpus=2, include_dashboard=False, ignore_reinit_error=True)
     yield ray
     ray.shutdown()
 
