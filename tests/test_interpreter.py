@@ -229,3 +229,16 @@ def test_bad_input_is_one_line_and_exit_2(args, message, interp_run, interp_zoo,
     assert code == 2
     assert message in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_resume_may_change_runtime_settings(interp_zoo, tmp_path):
+    from zoo.readers.interpreter.train import train
+
+    def stop(epoch, metrics, run_dir):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_config(epochs=2), interp_zoo, tmp_path / "run", progress=False, on_epoch=stop)
+    state = train(tiny_config(epochs=2, threads=2, eval_batch_size=3), interp_zoo, tmp_path / "run", progress=False)
+    assert [h["epoch"] for h in state["history"]] == [1, 2]
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["interpreter"]["threads"] == 2

@@ -50,6 +50,7 @@ BEST_FILE = "best.safetensors"
 
 EpochHook = Callable[[int, dict, Path], None]
 OBJECTIVE_TERMS = ("patterns", "corrupted", "accuracy", "repair_function")
+RUNTIME_FIELDS = ("device", "threads", "eval_batch_size")  # may change when a run resumes
 
 
 def resolve_device(name: str) -> torch.device:
@@ -419,14 +420,18 @@ def prepare_run(run_dir: Path, config: InterpreterConfig, source: ZooSource, ove
     config_path = run_dir / CONFIG_FILE
     if config_path.is_file():
         stored = read_run(run_dir)
-        if stored["interpreter"] != description["interpreter"]:
-            changed = [k for k in description["interpreter"] if stored["interpreter"].get(k) != description["interpreter"][k]]
+        fixed = {k: v for k, v in description["interpreter"].items() if k not in RUNTIME_FIELDS}
+        if {k: v for k, v in stored["interpreter"].items() if k not in RUNTIME_FIELDS} != fixed:
+            changed = [k for k in fixed if stored["interpreter"].get(k) != fixed[k]]
             raise InterpreterError(
                 f"{run_dir}: holds a run with another config ({', '.join(changed)} differ); "
                 "use another --out or pass --overwrite"
             )
         if stored["data"]["zoo_id"] != source.zoo_id:
             raise InterpreterError(f"{run_dir}: trained on zoo {stored['data']['zoo_id']}, not {source.zoo_id}; pass --overwrite")
+        if stored["interpreter"] != description["interpreter"]:  # runtime settings only: record the new ones
+            stored["interpreter"] = description["interpreter"]
+            dump_json(config_path, stored)
         state_path = run_dir / STATE_FILE
         if state_path.is_file() and (run_dir / LAST_FILE).is_file():
             return json.loads(state_path.read_text())
