@@ -96,27 +96,38 @@ class Benchmarks:
         return self._cache[batch_id]
 
 
-def pattern_accuracy(architecture, weights: np.ndarray, tokens: np.ndarray, pattern: np.ndarray, n_patterns: int) -> np.ndarray:
-    """Per-pattern accuracy of a model given by flat weights, loaded with ``zoo.load_model``."""
+def judge_repair(pred: Predictions, benchmarks: Benchmarks) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
+    """Per model: share restored and side effect (``repair_figures``); plus mean accuracies of the
+    degraded, repaired and clean models on the benchmark negatives and overall (for report.md)."""
     from zoo import load_model as load_subject
     from zoo.subjects.evaluate import score
 
-    subject = load_subject({"architecture": architecture.to_dict(), "clean_weights": weights}, "clean")
-    with torch.no_grad():
-        logits = subject(torch.as_tensor(tokens)).numpy()
-    return score(logits[None], pattern[None], n_patterns).pattern_accuracy[0]
-
-
-def judge_repair(pred: Predictions, benchmarks: Benchmarks) -> tuple[np.ndarray, np.ndarray]:
     repaired, degraded, clean, corrupted = [], [], [], []
+    negatives, overall = [], []
     for example, weights in zip(pred.examples, pred.repaired or []):
         tokens, pattern = benchmarks(example.batch_id)
         n = len(example.patterns)
-        repaired.append(pattern_accuracy(example.architecture, weights, tokens, pattern, n))
+        subject = load_subject({"architecture": example.architecture.to_dict(), "clean_weights": weights}, "clean")
+        with torch.no_grad():
+            logits = subject(torch.as_tensor(tokens)).numpy()
+        scores = score(logits[None], pattern[None], n)
+        repaired.append(scores.pattern_accuracy[0])
+        negatives.append(float(scores.negative_accuracy[0]))
+        overall.append(float(scores.accuracy[0]))
         degraded.append(np.asarray(example.metrics["degraded_pattern_accuracy"], dtype=np.float64))
         clean.append(np.asarray(example.metrics["clean_pattern_accuracy"], dtype=np.float64))
         corrupted.append(example.patterns.index(example.metrics["corrupted_pattern"]))
-    return repair_figures(repaired, degraded, clean, corrupted)
+    restored, side = repair_figures(repaired, degraded, clean, corrupted)
+    m = pred.examples
+    extra = {
+        "negatives_degraded": float(np.mean([e.metrics["degraded_negative_accuracy"] for e in m])) if m else float("nan"),
+        "negatives_repaired": float(np.mean(negatives)) if negatives else float("nan"),
+        "negatives_clean": float(np.mean([e.metrics["clean_negative_accuracy"] for e in m])) if m else float("nan"),
+        "accuracy_degraded": float(np.mean([e.metrics["degraded_accuracy"] for e in m])) if m else float("nan"),
+        "accuracy_repaired": float(np.mean(overall)) if overall else float("nan"),
+        "accuracy_clean": float(np.mean([e.metrics["clean_accuracy"] for e in m])) if m else float("nan"),
+    }
+    return restored, side, extra
 
 
 # ---------------------------------------------------------------- baselines
@@ -258,12 +269,13 @@ def evaluate(
     report: dict = {}
     base_report: dict = {name: {} for name in BASELINES}
     rows: dict[str, int] = {}
+    behaviour: dict[str, dict[str, float]] = {}
     for split in wanted:
         examples = list(stream(source, split))
         rows[split] = len(examples)
         log(f"{split}: {len(examples)} records")
         pred = predict(model, batched(examples, config.eval_batch_size), device, repair=True)
-        restored, side = judge_repair(pred, benchmarks)
+        restored, side, behaviour[split] = judge_repair(pred, benchmarks)
         report[split] = figures(names, pred.pattern_sets, pred.corrupted_logits, pred.accuracy, pred.examples, restored, side)
         features = _feature_sets(source, pred.examples)
         for name, baseline in baselines.items():
@@ -271,7 +283,7 @@ def evaluate(
             base_report[name][split] = figures(names, sets, corrupted, accuracy, pred.examples)
     report["baselines"] = base_report
     dump_json(run_dir / "report.json", report)
-    (run_dir / "report.md").write_text(render_markdown(report, rows, run_dir, source, description))
+    (run_dir / "report.md").write_text(render_markdown(report, rows, run_dir, source, description, behaviour))
     return report
 
 
@@ -279,7 +291,9 @@ def _fmt(value, digits: int = 3) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
-def render_markdown(report: dict, rows: dict[str, int], run_dir: Path, source: ZooSource, description: dict) -> str:
+def render_markdown(
+    report: dict, rows: dict[str, int], run_dir: Path, source: ZooSource, description: dict, behaviour: dict | None = None
+) -> str:
     splits = [s for s in report if s != "baselines"]
     state_path = run_dir / "state.json"
     lines = [
@@ -332,6 +346,23 @@ def render_markdown(report: dict, rows: dict[str, int], run_dir: Path, source: Z
                 else:
                     cells.append(f"{better * (mine[key] - other[key]):+.3f}")
             lines.append(f"| {split} | {name} | " + " | ".join(cells) + " |")
+    if behaviour:
+        lines += [
+            "",
+            "## Repair beyond the corrupted pattern",
+            "",
+            "Mean benchmark accuracy on the negatives (sequences of none of the model's patterns) and overall, "
+            "for the degraded model, the repaired one (decoded weights) and the clean one.",
+            "",
+            "| split | negatives: degraded | repaired | clean | overall: degraded | repaired | clean |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for split in splits:
+            b = {k: (None if not math.isfinite(v) else v) for k, v in behaviour[split].items()}
+            lines.append(
+                f"| {split} | {_fmt(b['negatives_degraded'])} | {_fmt(b['negatives_repaired'])} | {_fmt(b['negatives_clean'])} | "
+                f"{_fmt(b['accuracy_degraded'])} | {_fmt(b['accuracy_repaired'])} | {_fmt(b['accuracy_clean'])} |"
+            )
     lines += ["", "## Per-pattern F1 (interpreter)", "", "| pattern | " + " | ".join(splits) + " |", "|---|" + "---|" * len(splits)]
     patterns = sorted({p for s in splits for p in report[s]["per_pattern_f1"]}, key=source.pattern_names.index)
     for p in patterns:

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from zoo.config import ACTIVATIONS
+from zoo.readers.interpreter import InterpreterError
 from zoo.readers.interpreter.config import ModelConfig
 from zoo.readers.interpreter.data import Batch, Weights
 
@@ -205,7 +206,7 @@ class Interpreter(nn.Module):
             self.wstat_proj = nn.Linear(N_WEIGHT_STATS, d)
         if config.probe_activations:
             if probe_inputs is None:
-                raise ValueError("probe_activations needs the zoo's probe inputs")
+                raise InterpreterError("model.probe_activations needs the zoo's probe inputs (a run made by older code lacks them)")
             self.register_buffer("probe_inputs", probe_inputs.float())
             self.probe_norm = nn.LayerNorm(probe_inputs.shape[0])
             self.probe_proj = nn.Linear(probe_inputs.shape[0], d)

@@ -251,7 +251,7 @@ def run_tune(
             continue
         rows.append(
             {
-                "trial": result.path.rstrip("/").rsplit("/", 1)[-1][:40],
+                "trial": "_".join(result.path.rstrip("/").rsplit("/", 1)[-1].split("_")[:4]),  # _trainable_<exp>_<n>
                 settings.metric: float(best_value),
                 "epochs": int(metrics.get("training_iteration", 0)),
                 **{key: _dig(result.config, key) for key in settings.space},
