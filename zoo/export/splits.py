@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import uuid
 from collections.abc import Mapping
@@ -43,6 +42,7 @@ from zoo.export.common import ExportError, ZooFolder, open_zoo, write_text_atomi
 from zoo.factory.manifest import read_manifest, read_zoo_info
 from zoo.factory.reader import read_records
 from zoo.factory.schema import META_PREFIX
+from zoo.atomic import fsync_path
 from zoo.factory.shards import CONTENT_KEY, encoding_options, file_sha256, fsync_dir
 
 SPLITS_FILE = "splits.json"
@@ -388,11 +388,7 @@ class _SplitWriter:
             write_statistics=["batch_id", "pair_index"],
             **encoding_options(head),
         )
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_path(path)
         self.files.append({"path": relative, "rows": head.num_rows, "bytes": path.stat().st_size, "sha256": file_sha256(path)})
 
 
