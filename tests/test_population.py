@@ -9,18 +9,10 @@ import torch
 from zoo.config import TrainingConfig
 from zoo.subjects.architecture import Architecture
 from zoo.subjects.mlp import build_model, flatten_model
-from zoo.subjects.population import (
-    TrainData,
-    from_weights,
-    init_population,
-    init_weights,
-    logits,
-    one_hot_inputs,
-    to_weights,
-    train_population,
-)
+from zoo.subjects.fit import TrainData, train_population
+from zoo.subjects.population import from_weights, init_population, init_weights, logits, one_hot_inputs, to_weights
 from zoo.subjects.reference import train_reference
-from zoo.subjects.train import SubjectJob, plan_groups, train_subjects
+from zoo.subjects.train import SubjectJob, plan_groups, train_group, train_subjects
 
 V, L, S, VAL = 5, 5, 120, 40
 ARCHS = [
@@ -147,10 +139,26 @@ def test_stopped_model_is_rolled_back_to_its_best_epoch():
     assert val.item() == pytest.approx(float(group.result.val_loss[0]), abs=1e-5)
 
 
-def test_groups_mix_depths_and_activations_up_to_the_size_limit():
-    groups = plan_groups(ARCHS * 3, max_size=4)
+def test_groups_hold_one_depth_and_mix_activations_up_to_the_size_limit():
+    archs = ARCHS * 3  # six models of depth 1 (relu, leaky_relu), six of depth 2, three of depth 3
+    groups = plan_groups(archs, max_size=6)
     assert sorted(i for g in groups for i in g) == list(range(15))
-    assert max(len(g) for g in groups) == 4
+    assert [len(g) for g in groups] == [6, 6, 3]
+    assert all(len({archs[i].n_layers for i in g}) == 1 for g in groups)
+    assert len({archs[i].activation for i in groups[0]}) == 2
+
+
+def test_a_depth_over_the_size_limit_splits_into_near_equal_chunks():
+    assert [len(g) for g in plan_groups(ARCHS * 3, max_size=4)] == [3, 3, 3, 3, 3]
+
+
+def test_mixed_depths_in_one_population_train_like_separate_ones():
+    """Populations padded to a deeper model (inference, callers' own groupings) stay exact."""
+    jobs = make_jobs()
+    together = [train_group(jobs, CONFIG, torch.device("cpu"))]
+    apart = [train_group([job], CONFIG, torch.device("cpu")) for job in jobs]
+    for slot, (pop, _) in enumerate(apart):
+        np.testing.assert_allclose(to_weights(together[0][0])[slot], to_weights(pop)[0], atol=1e-5, rtol=0)
 
 
 def test_training_learns_a_simple_rule():

@@ -7,16 +7,9 @@ zero. Parameters live in one flat ``[N, P]`` tensor (``[in, out]`` blocks for
 ``baddbmm``), so Adam is a handful of fused ops over the whole population and
 early stopping is a row mask.
 
-Forward and backward are written out by hand: for these tiny models the autograd
-tape costs more than the arithmetic.
-
-Where the time goes (one CPU core, 32 models, batch 64): about 40% in ``bmm`` at
-shapes like ``[32, 64, 50] x [32, 50, 40]``, which run near the core's fp32 peak, and
-most of the rest in the activation and Adam passes. The head is a dot product rather
-than a ``k=1`` ``bmm`` (3x cheaper), biases ride in the weight blocks, and models are
-grouped by depth and width so padding wastes little. Next: drop stopped models from
-the population, and run the first layer as an embedding-bag gather (its forward is
-5x cheaper than the one-hot ``bmm``).
+The head is a dot product rather than a ``k=1`` ``bmm`` (3x cheaper) and biases ride
+in the weight blocks. Training lives in ``zoo.subjects.fit``; this module holds the
+layout, the forward pass used for inference, and conversion to and from per-model weights.
 """
 
 from __future__ import annotations
@@ -247,37 +240,6 @@ def forward(
     return out, pres, posts
 
 
-def gradients(pop: Population, flat: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Gradient ``[N, P]`` of each model's mean BCE-with-logits loss on its own minibatch."""
-    logits, pres, posts = forward(pop, x, flat)
-    weights = pop.augmented(flat)
-    w_head = weights[-1]
-    g_out = ((torch.sigmoid(logits) - y) * (1.0 / x.shape[1])).unsqueeze(-1)
-    inputs = [x, *posts]
-    grads: list[torch.Tensor] = []
-    head_grad = None
-    from_above = None
-    for layer in range(pop.n_layers - 1, -1, -1):
-        mask = pop.exit_masks.get(layer, False)
-        if mask is not False:
-            g = (posts[layer] * g_out).sum(1)
-            g = g if mask is None else g * mask[:, 0]
-            head_grad = g if head_grad is None else head_grad + g
-            w = w_head[:, :-1].transpose(1, 2)
-            from_head = g_out * (w if mask is None else w * mask)
-            from_above = from_head if from_above is None else from_above + from_head
-        g_z = _per_segment(pop.segments, activation_grad, pres[layer], posts[layer][..., :-1], from_above,
-                           out=torch.empty_like(from_above))
-        grads.append(torch.bmm(inputs[layer].transpose(1, 2), g_z).flatten(1))
-        if layer > 0:
-            from_above = torch.bmm(g_z, weights[layer][:, :-1].transpose(1, 2))
-    return torch.cat([*grads[::-1], head_grad.flatten(1)], dim=1)
-
-
-def bce_per_model(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return F.binary_cross_entropy_with_logits(logits, y, reduction="none").mean(1)
-
-
 def one_hot_inputs(tokens: torch.Tensor, vocab_size: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """``[..., L]`` token ids -> ``[..., L * vocab + 1]``: the one-hot features the nn.Module
     computes, then a constant 1 that carries the first layer's bias."""
@@ -368,80 +330,6 @@ def to_weights(pop: Population) -> list[np.ndarray]:
 def _own_blocks(blocks: list[Block], arch: Architecture) -> list[Block]:
     """The padded blocks a model of this depth uses: its hidden layers, then the shared head."""
     return [*blocks[: arch.n_layers], blocks[-1]]
-
-
-@dataclass
-class TrainData:
-    """Each model's own data, already on the population's device."""
-
-    x_train: torch.Tensor  # [N, S, D] float
-    y_train: torch.Tensor  # [N, S] float
-    x_val: torch.Tensor  # [N, V, D]
-    y_val: torch.Tensor  # [N, V]
-
-
-@dataclass
-class TrainResult:
-    epochs: np.ndarray  # [N] epochs each model trained before it stopped
-    val_loss: np.ndarray  # [N] best validation loss, whose weights the population now holds
-
-
-def train_population(
-    pop: Population,
-    data: TrainData,
-    config: TrainingConfig,
-    lr: np.ndarray | list[float],
-    order_seeds: np.ndarray | list[int],
-    epochs: int | None = None,
-) -> TrainResult:
-    """Adam with per-model learning rates and early stopping on validation loss; updates ``pop`` in place.
-
-    A stopped model's learning rate is set to zero, so Adam's moments cannot move it;
-    at the end every model is rolled back to its best-validation weights.
-    """
-    n, s = data.y_train.shape
-    device, flat = pop.device, pop.flat
-    epochs = config.epochs if epochs is None else epochs
-    lr_t = torch.as_tensor(np.asarray(lr, dtype=np.float32), device=device)[:, None]
-    beta1, beta2, eps = 0.9, 0.999, 1e-8
-    m, v = torch.zeros_like(flat), torch.zeros_like(flat)
-    best_flat = flat.clone()
-    best_loss = torch.full((n,), float("inf"), device=device)
-    bad_epochs = torch.zeros(n, dtype=torch.long, device=device)
-    active = torch.ones(n, dtype=torch.bool, device=device)
-    epochs_run = torch.zeros(n, dtype=torch.long, device=device)
-    dim = data.x_train.shape[2]
-    row_base = torch.arange(n, device=device)[:, None] * s
-    x_rows, y_rows = data.x_train.reshape(n * s, dim), data.y_train.reshape(n * s)
-    step = 0
-    for epoch in range(epochs):
-        order = torch.from_numpy(epoch_order(order_seeds, epoch, s)).to(device)
-        rows = order + row_base
-        step_lr = lr_t * active[:, None]
-        for start in range(0, s, config.batch_size):
-            batch = rows[:, start : start + config.batch_size].reshape(-1)
-            xb = x_rows.index_select(0, batch).view(n, -1, dim)
-            yb = y_rows.index_select(0, batch).view(n, -1)
-            g = gradients(pop, flat, xb, yb)
-            if config.weight_decay:
-                g = g.add(flat, alpha=config.weight_decay)
-            step += 1
-            m.lerp_(g, 1 - beta1)
-            v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-            denom = v.sqrt().div_(math.sqrt(1 - beta2**step)).add_(eps)
-            flat.addcdiv_(m * (step_lr / (1 - beta1**step)), denom, value=-1.0)
-        with torch.no_grad():
-            val = bce_per_model(forward(pop, data.x_val, flat)[0], data.y_val)
-        epochs_run += active
-        improved = (val < best_loss - config.min_delta) & active
-        best_loss = torch.where(improved, val, best_loss)
-        best_flat = torch.where(improved[:, None], flat, best_flat)
-        bad_epochs = torch.where(improved, 0, bad_epochs + 1)
-        active &= bad_epochs < config.patience
-        if not bool(active.any()):
-            break
-    pop.flat.copy_(best_flat)
-    return TrainResult(epochs=epochs_run.cpu().numpy(), val_loss=best_loss.cpu().numpy())
 
 
 def logits(pop: Population, x: torch.Tensor) -> torch.Tensor:

@@ -10,16 +10,8 @@ import torch
 from zoo.config import TrainingConfig
 from zoo.subjects.allocator import keep_freed_memory
 from zoo.subjects.architecture import Architecture
-from zoo.subjects.population import (
-    Population,
-    TrainData,
-    TrainResult,
-    auto_population_size,
-    from_weights,
-    init_population,
-    one_hot_inputs,
-    train_population,
-)
+from zoo.subjects.fit import TrainData, TrainResult, train_population
+from zoo.subjects.population import Population, auto_population_size, from_weights, init_population, one_hot_inputs
 
 
 @dataclass(frozen=True)
@@ -47,15 +39,22 @@ class TrainedGroup:
 
 
 def plan_groups(architectures: list[Architecture], max_size: int) -> list[list[int]]:
-    """Chunks of at most ``max_size`` indices that waste little to padding.
+    """Chunks of at most ``max_size`` indices, each of one depth, that waste little to padding.
 
-    Models are sorted by depth, then width, so a chunk holds models of about one
-    shape (padding is paid in FLOPs); activations may mix freely (a run per
-    activation costs a few cheap ops). Within a chunk, models are ordered by
-    activation to keep those runs few.
+    A population pays for its deepest and widest member in every model, so models are
+    split by depth (a shallow model padded to a deeper one costs whole layers) and sorted
+    by width within a depth; each depth is cut into chunks of near-equal size. Activations
+    may mix (a run per activation costs a few cheap ops); within a chunk, models are
+    ordered by activation to keep those runs few.
     """
-    order = sorted(range(len(architectures)), key=lambda i: (architectures[i].n_layers, max(architectures[i].widths), i))
-    chunks = [order[i : i + max_size] for i in range(0, len(order), max_size)]
+    chunks = []
+    for depth in sorted({a.n_layers for a in architectures}):
+        order = sorted(
+            (i for i, a in enumerate(architectures) if a.n_layers == depth),
+            key=lambda i: (max(architectures[i].widths), i),
+        )
+        parts = -(-len(order) // max_size)
+        chunks += [order[k * len(order) // parts : (k + 1) * len(order) // parts] for k in range(parts)]
     return [sorted(chunk, key=lambda i: (architectures[i].activation, i)) for chunk in chunks]
 
 
