@@ -19,7 +19,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from zoo.config import TrainingConfig
 from zoo.subjects.architecture import Architecture
@@ -243,8 +242,11 @@ def forward(
 def one_hot_inputs(tokens: torch.Tensor, vocab_size: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """``[..., L]`` token ids -> ``[..., L * vocab + 1]``: the one-hot features the nn.Module
     computes, then a constant 1 that carries the first layer's bias."""
-    one_hot = F.one_hot(tokens.long(), vocab_size).flatten(-2).to(dtype)
-    return torch.cat([one_hot, torch.ones_like(one_hot[..., :1])], dim=-1)
+    tokens = tokens.long()
+    features = tokens + torch.arange(tokens.shape[-1], device=tokens.device) * vocab_size
+    out = torch.zeros(*tokens.shape[:-1], tokens.shape[-1] * vocab_size + 1, dtype=dtype, device=tokens.device)
+    out[..., -1] = 1.0
+    return out.scatter_(-1, features, 1.0)
 
 
 def _splitmix64(x: np.ndarray) -> np.ndarray:
