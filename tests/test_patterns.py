@@ -162,7 +162,7 @@ def test_validate_accepts_the_default_space() -> None:
         ({"seq_len": 3, "names": ["palindrome", "all_same"]}, "names: pattern 'palindrome' needs seq_len >= 4"),
         ({"names": ["palindrome", "all_same", "palindrome"]}, "names: 'palindrome' listed twice"),
         ({"names": []}, "names: at least one pattern"),
-        ({"per_batch": IntRange(min=2, max=14)}, "per_batch.max: 14 is more than the 13 selectable"),
+        ({"per_batch": IntRange(min=2, max=14)}, "per_batch.max: 14 is more than the 10 selectable"),
         (
             {"names": ["all_same", "palindrome"], "per_batch": IntRange(min=2, max=3)},
             "per_batch.max: 3 is more than the 2",

@@ -206,6 +206,23 @@ def test_probe_set_covers_every_pattern_and_negatives(sampler: PatternSampler) -
             assert match[i, p] and not any(match[i, q] for q in range(len(rank)) if rank[q] < rank[p])
 
 
+def test_probes_match_only_their_own_pattern_where_the_pool_allows(sampler: PatternSampler) -> None:
+    """sorted_ascending has >1,000 members that neither start with A nor end with G: probes use those."""
+    probe = sampler.probe_set(0)
+    match = np.stack([sampler.library[n].predicate(probe.tokens) for n in sampler.selectable], axis=1)
+    own = probe.pattern == probe.names.index("sorted_ascending")
+    assert own.sum() == DEFAULT.probe_per_pattern
+    assert (match[own].sum(1) == 1).all()
+
+
+def test_default_patterns_are_not_nested_so_a_pattern_set_is_identifiable(sampler: PatternSampler) -> None:
+    """No default pattern's positives lie inside another's: a model's answers can tell every pattern apart."""
+    members = {n: set(sampler._backend.members[sampler.names.index(n)].tolist()) for n in sampler.selectable}
+    nested = [(a, b) for a in members for b in members if a != b and members[a] <= members[b]]
+    assert nested == []
+    assert {"all_same", "first_equals_last"} <= set(sampler.names) - set(sampler.selectable)
+
+
 def test_probe_set_hash_is_stable_and_follows_content(sampler: PatternSampler) -> None:
     probe = sampler.probe_set(0)
     again = PatternSampler(DEFAULT).probe_set(0)

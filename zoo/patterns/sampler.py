@@ -458,7 +458,8 @@ class PatternSampler:
     def probe_set(self, seed: int) -> ProbeSet:
         """``probe_per_pattern`` examples of every library pattern, then ``probe_negatives`` matching none.
 
-        Attribution is by smallest pool among all library patterns. A pattern left with no
+        Attribution is by smallest pool among all library patterns; within a pool, sequences
+        that match the fewest selectable patterns come first (see ``_distinctive``). A pattern left with no
         positives of its own (only in tiny spaces) has no examples; if fewer sequences than
         ``probe_negatives`` match no pattern, they repeat; if none do, there are no negatives.
         """
@@ -471,7 +472,7 @@ class PatternSampler:
         for p in every:
             pool = selection.pools[p]
             if len(pool):
-                items.append(_cover(pool, space.probe_per_pattern, r_pos))
+                items.append(self._distinctive(pool, space.probe_per_pattern, r_pos))
                 pattern.append(np.full(space.probe_per_pattern, p, dtype=np.int64))
         none = self._backend.random(r_neg, 0)
         try:
@@ -483,6 +484,21 @@ class PatternSampler:
         tokens = self._backend.tokens(np.concatenate(items))
         labels = np.concatenate(pattern)
         return ProbeSet(self.names, tokens, labels, ProbeSet.digest(self.names, tokens, labels))
+
+
+    def _distinctive(self, pool: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+        """``k`` members of a pool, those that match the fewest selectable patterns first.
+
+        A probe that matches its own pattern alone names that pattern by the model's answer;
+        a sorted probe that also starts with A cannot tell ``sorted_ascending`` from
+        ``starts_with_A``, so an interpreter reading the probe set would see the two blur.
+        """
+        if len(pool) <= k:
+            return _cover(pool, k, rng)
+        pool = pool[rng.permutation(len(pool))[: 64 * k]]  # a large pool: a random share is plenty
+        tokens = self._backend.tokens(pool)
+        matches = sum(self.library[name].predicate(tokens).astype(np.int64) for name in self.selectable)
+        return pool[np.argsort(matches, kind="stable")[:k]]
 
 
 def _chunks(items: np.ndarray, counts: list[int]) -> list[np.ndarray]:
