@@ -33,7 +33,7 @@ from zoo.config import ACTIVATIONS, ConfigError, ZooConfig, load_config
 from zoo.factory.manifest import read_zoo_info
 from zoo.factory.reader import shard_paths
 from zoo.factory.schema import signature_stats_of
-from zoo.patterns.library import pattern_library
+from zoo.patterns.library import pattern_library, selectable
 from zoo.readers.interpreter import InterpreterError
 from zoo.subjects.architecture import Architecture
 
@@ -93,6 +93,7 @@ class ZooSource:
             "zoo_dir": str(self.path.resolve()),
             "zoo_id": self.zoo_id,
             "pattern_names": list(self.pattern_names),
+            "drawn": list(selectable(self.config.patterns)),
             "signature_stats": list(self.signature_stats),
             "in_features": self.in_features,
             "vocab_size": self.config.patterns.vocab_size,

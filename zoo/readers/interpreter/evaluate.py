@@ -25,11 +25,12 @@ import torch
 import torch.nn.functional as F
 
 from zoo.config import ACTIVATIONS
+from zoo.patterns.library import selectable
 from zoo.readers.interpreter import InterpreterError
 from zoo.readers.interpreter.config import BaselineConfig
 from zoo.readers.interpreter.data import SPLITS, Example, ZooSource, batched, collate, dump_json, one_hot, open_source, stream
 from zoo.readers.interpreter.metrics import exact_match, macro_f1, mae, nanmean, per_pattern_f1, repair_figures, top1
-from zoo.readers.interpreter.model import subject_logits
+from zoo.readers.interpreter.model import NEVER, subject_logits
 from zoo.readers.interpreter.train import AdamW, Predictions, load_model, predict, resolve_device
 
 REPORT_KEYS = (
@@ -177,10 +178,11 @@ class BaselineModel:
     net: torch.nn.Module
     mean: np.ndarray
     std: np.ndarray
-    n_patterns: int
+    undrawn: np.ndarray  # [V] bool: patterns the zoo never draws, which a baseline never names either
 
     @classmethod
-    def fit(cls, features: np.ndarray, examples: list[Example], n_patterns: int, config: BaselineConfig, seed: int) -> BaselineModel:
+    def fit(cls, features: np.ndarray, examples: list[Example], undrawn: np.ndarray, config: BaselineConfig, seed: int) -> BaselineModel:
+        n_patterns = len(undrawn)
         torch.manual_seed(seed)
         mean, std = features.mean(0), features.std(0) + 1e-6
         x = torch.from_numpy((features - mean) / std).float()
@@ -205,13 +207,16 @@ class BaselineModel:
             opt.zero_grad()
             loss.backward()
             opt.step()
-        return cls(net.eval(), mean, std, n_patterns)
+        return cls(net.eval(), mean, std, undrawn)
 
     def predict(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         with torch.no_grad():
             out = self.net(torch.from_numpy((features - self.mean) / self.std).float()).numpy()
-        k = self.n_patterns
-        return (out[:, :k] > 0).astype(np.float32), out[:, k : 2 * k], 1.0 / (1.0 + np.exp(-out[:, -1]))
+        k = len(self.undrawn)
+        sets, corrupted = out[:, :k] > 0, out[:, k : 2 * k]
+        sets[:, self.undrawn] = False
+        corrupted[:, self.undrawn] = NEVER
+        return sets.astype(np.float32), corrupted, 1.0 / (1.0 + np.exp(-out[:, -1]))
 
 
 # ---------------------------------------------------------------- the report
@@ -260,8 +265,9 @@ def evaluate(
     log = console.print if console is not None else (lambda *a, **k: None)
     log(f"baselines: fitting on {len(train_examples)} training records")
     train_features = _feature_sets(source, train_examples)
+    undrawn = np.array([name not in selectable(source.config.patterns) for name in names])
     baselines = {
-        name: BaselineModel.fit(train_features[name], train_examples, len(names), config.baselines, config.seed)
+        name: BaselineModel.fit(train_features[name], train_examples, undrawn, config.baselines, config.seed)
         for name in BASELINES
     }
     del train_examples, train_features

@@ -179,6 +179,9 @@ class Block(nn.Module):
         return h + self.mlp(self.ln_mlp(h))
 
 
+NEVER = -30.0  # the logit of a pattern the zoo never draws: finite, so BCE and softmax stay finite
+
+
 class Interpreter(nn.Module):
     def __init__(
         self,
@@ -190,9 +193,13 @@ class Interpreter(nn.Module):
         columns: list[int] | None = None,
         none_column: int = -1,
         probe_inputs: torch.Tensor | None = None,
+        drawn: list[bool] | None = None,
     ):
         super().__init__()
         self.config = config
+        # the patterns the zoo draws from: the interpreter never names another (not saved: it comes from the zoo)
+        undrawn = torch.tensor([not d for d in drawn]) if drawn is not None else torch.zeros(n_patterns, dtype=torch.bool)
+        self.register_buffer("undrawn", undrawn, persistent=False)
         self.n_stats, self.n_patterns, self.in_features = n_stats, n_patterns, in_features
         d, latent = config.width, config.latent
         self.register_buffer("sig_mean", torch.zeros(n_stats))
@@ -285,8 +292,8 @@ class Interpreter(nn.Module):
         z = self.ln_latent(latent)
         states = self.reader(tokens, self.normalized_signature(batch), batch, z)
         return (
-            self.pattern_head(states).squeeze(-1),
-            self.corrupted_head(states).squeeze(-1),
+            self.pattern_head(states).squeeze(-1).masked_fill(self.undrawn, NEVER),
+            self.corrupted_head(states).squeeze(-1).masked_fill(self.undrawn, NEVER),
             torch.sigmoid(self.accuracy_head(z).squeeze(-1)),
         )
 

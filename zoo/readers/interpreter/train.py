@@ -257,6 +257,7 @@ def build_model(config: InterpreterConfig, data_info: dict) -> Interpreter:
         columns=columns,
         none_column=none_column,
         probe_inputs=probes,
+        drawn=[name in data_info.get("drawn", data_info["pattern_names"]) for name in data_info["pattern_names"]],
     )
 
 
