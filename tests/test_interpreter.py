@@ -257,3 +257,14 @@ def test_resume_may_change_runtime_settings(interp_zoo, tmp_path):
     state = train(tiny_config(epochs=2, threads=2, eval_batch_size=3), interp_zoo, tmp_path / "run", progress=False)
     assert [h["epoch"] for h in state["history"]] == [1, 2]
     assert json.loads((tmp_path / "run" / "config.json").read_text())["interpreter"]["threads"] == 2
+
+
+def test_a_pattern_set_holds_the_predicted_corrupted_pattern():
+    """A degraded model was trained on the pattern it lost, even where its answers no longer show it."""
+    from zoo.readers.interpreter.metrics import exact_match, with_corrupted
+
+    shown = np.array([[1, 0, 0], [1, 1, 0]], dtype=bool)
+    corrupted = np.array([[0.1, 0.2, 3.0], [2.0, 0.0, -1.0]])
+    sets = with_corrupted(shown, corrupted)
+    np.testing.assert_array_equal(sets, [[1, 0, 1], [1, 1, 0]])
+    assert exact_match(sets, np.array([[1, 0, 1], [1, 1, 0]])) == 1.0

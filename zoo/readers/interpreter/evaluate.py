@@ -29,7 +29,16 @@ from zoo.patterns.library import selectable
 from zoo.readers.interpreter import InterpreterError
 from zoo.readers.interpreter.config import BaselineConfig
 from zoo.readers.interpreter.data import SPLITS, Example, ZooSource, batched, collate, dump_json, one_hot, open_source, stream
-from zoo.readers.interpreter.metrics import exact_match, macro_f1, mae, nanmean, per_pattern_f1, repair_figures, top1
+from zoo.readers.interpreter.metrics import (
+    exact_match,
+    macro_f1,
+    mae,
+    nanmean,
+    per_pattern_f1,
+    repair_figures,
+    top1,
+    with_corrupted,
+)
 from zoo.readers.interpreter.model import NEVER, subject_logits
 from zoo.readers.interpreter.train import AdamW, Predictions, load_model, predict, resolve_device
 
@@ -213,10 +222,9 @@ class BaselineModel:
         with torch.no_grad():
             out = self.net(torch.from_numpy((features - self.mean) / self.std).float()).numpy()
         k = len(self.undrawn)
-        sets, corrupted = out[:, :k] > 0, out[:, k : 2 * k]
-        sets[:, self.undrawn] = False
+        sets, corrupted = (out[:, :k] > 0) & ~self.undrawn, out[:, k : 2 * k]
         corrupted[:, self.undrawn] = NEVER
-        return sets.astype(np.float32), corrupted, 1.0 / (1.0 + np.exp(-out[:, -1]))
+        return with_corrupted(sets, corrupted), corrupted, 1.0 / (1.0 + np.exp(-out[:, -1]))
 
 
 # ---------------------------------------------------------------- the report

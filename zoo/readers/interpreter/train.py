@@ -39,7 +39,7 @@ from zoo.readers.interpreter.data import (
     open_source,
     repair_inputs,
 )
-from zoo.readers.interpreter.metrics import exact_match, macro_f1, mae, top1
+from zoo.readers.interpreter.metrics import exact_match, macro_f1, mae, top1, with_corrupted
 from zoo.readers.interpreter.model import Interpreter, Output, pattern_columns, subject_logits
 
 RUN_VERSION = 1
@@ -152,7 +152,7 @@ class Predictions:
 
     @property
     def pattern_sets(self) -> np.ndarray:
-        return (self.pattern_probs > 0.5).astype(np.float32)
+        return with_corrupted(self.pattern_probs > 0.5, self.corrupted_logits)
 
     @property
     def targets(self) -> np.ndarray:
