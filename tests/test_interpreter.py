@@ -268,3 +268,16 @@ def test_a_pattern_set_holds_the_predicted_corrupted_pattern():
     sets = with_corrupted(shown, corrupted)
     np.testing.assert_array_equal(sets, [[1, 0, 1], [1, 1, 0]])
     assert exact_match(sets, np.array([[1, 0, 1], [1, 1, 0]])) == 1.0
+
+
+def test_best_checkpoint_is_chosen_by_validation_exact_match_then_loss():
+    from zoo.readers.interpreter.train import selection_score
+
+    epochs = [
+        {"train_loss": 1.0, "val_loss": 0.9, "val_exact_match": 0.5},
+        {"train_loss": 0.8, "val_loss": 1.1, "val_exact_match": 0.7},
+        {"train_loss": 0.7, "val_loss": 1.0, "val_exact_match": 0.7},
+    ]
+    assert min(range(3), key=lambda i: selection_score(epochs[i], "exact_match")) == 2
+    assert min(range(3), key=lambda i: selection_score(epochs[i], "loss")) == 0
+    assert selection_score({"train_loss": 0.3}, "exact_match") == (0.3, 0.0)  # no validation split

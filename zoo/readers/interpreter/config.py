@@ -98,6 +98,12 @@ class InterpreterConfig(Strict):
     eval_batch_size: int = Field(64, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int | None = Field(None, ge=1, description="torch CPU threads; None keeps torch's default")
+    select: Literal["exact_match", "loss"] = Field(
+        "exact_match",
+        description="what makes best.safetensors: the highest validation exact match (ties: the lower "
+        "loss), or the lowest validation loss; the repair terms keep the loss falling after the "
+        "pattern heads stop improving, and rising once they overfit",
+    )
     model: ModelConfig = ModelConfig()
     loss: LossConfig = LossConfig()
     optimizer: OptimizerConfig = OptimizerConfig()

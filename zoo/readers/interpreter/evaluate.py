@@ -322,7 +322,7 @@ def render_markdown(
         import json
 
         state = json.loads(state_path.read_text())
-        lines.append(f"- trained {state['epoch']} epochs; best validation loss at epoch {state.get('best_epoch')}")
+        lines.append(f"- trained {state['epoch']} epochs; best.safetensors is epoch {state.get('best_epoch')}")
     lines += [
         "",
         "Repair is judged by behaviour: decoded weights loaded with `zoo.load_model`, scored on each record's clean "

@@ -242,6 +242,19 @@ def evaluate_loss(
     return figures, pred
 
 
+def selection_score(metrics: dict, select: str) -> tuple[float, float]:
+    """Lower is better: ``(-exact match, loss)`` on validation, or ``(loss, 0)``; training loss without a validation split."""
+    loss = metrics.get("val_loss", metrics["train_loss"])
+    if select == "exact_match" and "val_exact_match" in metrics:
+        return -metrics["val_exact_match"], loss
+    return loss, 0.0
+
+
+def _score(stored) -> tuple[float, float]:
+    """A stored best score; runs made before ``select`` existed stored a bare loss."""
+    return tuple(stored) if isinstance(stored, list) else (float(stored), 0.0)
+
+
 # ---------------------------------------------------------------- run folder
 
 
@@ -534,10 +547,10 @@ def train(
                 figures, pred = evaluate_loss(model, val_data, config, inputs, device)
                 metrics.update({f"val_{k}": v for k, v in figures.items()})
                 metrics.update({f"val_{k}": v for k, v in quick_metrics(pred, source.pattern_names).items()})
-            score = metrics.get("val_loss", metrics["train_loss"])
-            best = state["best_val"] is None or score < state["best_val"]
+            score = selection_score(metrics, config.select)
+            best = state["best_val"] is None or score < _score(state["best_val"])
             if best:
-                state["best_val"], state["best_epoch"] = score, epoch + 1
+                state["best_val"], state["best_epoch"] = list(score), epoch + 1
             state["epoch"] = epoch + 1
             state["history"].append(metrics)
             save_checkpoint(run_dir, model, optimizer, state, best)
