@@ -169,3 +169,9 @@ def test_training_learns_a_simple_rule():
     labels = np.stack([jobs[i].train_labels for i in group.indices])
     accuracy = ((logits(group.population, one_hot_inputs(tokens, V)).numpy() > 0) == (labels > 0)).mean(1)
     assert (accuracy > 0.9).all()
+
+
+def test_one_hot_inputs_refuse_a_token_outside_the_vocabulary():
+    np.testing.assert_array_equal(one_hot_inputs(torch.tensor([[1, 0]]), 2).numpy(), [[0, 1, 1, 0, 1]])
+    with pytest.raises(ValueError, match=r"token ids must lie in \[0, 2\)"):
+        one_hot_inputs(torch.tensor([[1, 2]]), 2)

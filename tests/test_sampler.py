@@ -207,11 +207,19 @@ def test_probe_set_covers_every_pattern_and_negatives(sampler: PatternSampler) -
 
 
 def test_probes_match_only_their_own_pattern_where_the_pool_allows(sampler: PatternSampler) -> None:
-    """sorted_ascending has >1,000 members that neither start with A nor end with G: probes use those."""
+    """265 sorted_ascending sequences match no other selectable pattern (most others start with A or end with G)."""
     probe = sampler.probe_set(0)
     match = np.stack([sampler.library[n].predicate(probe.tokens) for n in sampler.selectable], axis=1)
     own = probe.pattern == probe.names.index("sorted_ascending")
     assert own.sum() == DEFAULT.probe_per_pattern
+    assert (match[own].sum(1) == 1).all()
+
+
+def test_sampled_probes_also_match_only_their_own_pattern(sampled: PatternSampler) -> None:
+    """Pools drawn (not listed) hold more candidates than probes, so the preference works there too."""
+    probe = sampled.probe_set(0)
+    match = np.stack([sampled.library[n].predicate(probe.tokens) for n in sampled.selectable], axis=1)
+    own = probe.pattern == probe.names.index("sorted_ascending")
     assert (match[own].sum(1) == 1).all()
 
 

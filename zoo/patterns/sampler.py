@@ -248,6 +248,9 @@ def _even(total: int, parts: int) -> list[int]:
     return [total // parts + (i < total % parts) for i in range(parts)]
 
 
+_PROBE_CANDIDATES = 16  # candidates per probe that ``_distinctive`` chooses among
+
+
 def _cover(part: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
     """k items of ``part``: distinct while they last, then repeats drawn with replacement."""
     if k <= len(part):
@@ -466,7 +469,7 @@ class PatternSampler:
         space = self.space
         r_pools, r_pos, r_neg = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3))
         every = list(range(len(self.names)))
-        targets = {p: space.probe_per_pattern for p in every}
+        targets = {p: _PROBE_CANDIDATES * space.probe_per_pattern for p in every}  # room to prefer (sampled spaces)
         selection = self._backend.select(self._ranked(every), targets, r_pools)
         items, pattern = [], []
         for p in every:
@@ -495,7 +498,7 @@ class PatternSampler:
         """
         if len(pool) <= k:
             return _cover(pool, k, rng)
-        pool = pool[rng.permutation(len(pool))[: 64 * k]]  # a large pool: a random share is plenty
+        pool = pool[rng.permutation(len(pool))[: _PROBE_CANDIDATES * k]]  # a large pool: a random share is plenty
         tokens = self._backend.tokens(pool)
         matches = sum(self.library[name].predicate(tokens).astype(np.int64) for name in self.selectable)
         return pool[np.argsort(matches, kind="stable")[:k]]

@@ -1,11 +1,12 @@
 """Many subject MLPs as one batched computation.
 
-A ``Population`` holds N models of one depth and activation whose hidden widths
-may differ: every model is padded to the widest, and a ``[N, 1, H]`` mask zeroes
-the padded units. Padded weights start at zero and get no gradient, so they stay
-zero. Parameters live in one flat ``[N, P]`` tensor (``[in, out]`` blocks for
-``baddbmm``), so Adam is a handful of fused ops over the whole population and
-early stopping is a row mask.
+A ``Population`` holds N models whose depths, widths and activations may differ:
+every model is padded to the deepest and widest (a ``[N, 1, H]`` mask silences
+padded units where the activation of 0 is not 0). Padded weights start at zero and
+get no gradient, so they stay zero. Parameters live in one flat ``[N, P]`` tensor of
+``[in + 1, out]`` blocks (the bias as the last row, for ``bmm`` on inputs that end
+in a constant 1), so Adam is a few fused ops over the whole population and early
+stopping is a per-model learning rate of 0.
 
 The head is a dot product rather than a ``k=1`` ``bmm`` (3x cheaper) and biases ride
 in the weight blocks. Training lives in ``zoo.subjects.fit``; this module holds the
@@ -68,10 +69,10 @@ class Segment:
 class Population:
     """N models padded to the deepest and widest among them.
 
-    Widths are padded with zero units; depths with pass-through layers (a model of
-    depth d copies its hidden state through layers d..max-1, whose weights stay zero);
-    activations are applied per run of models that share one, so callers should order
-    models by activation (``plan_groups`` does).
+    Widths are padded with zero units. A model of depth d leaves through the head at
+    its own layer d (see ``_exits``); the deeper blocks it does not use stay zero.
+    Activations are applied per run of models that share one, so callers should order
+    models by activation (``plan_groups`` does, and gives training one depth per population).
     """
 
     architectures: list[Architecture]
@@ -243,6 +244,8 @@ def one_hot_inputs(tokens: torch.Tensor, vocab_size: int, dtype: torch.dtype = t
     """``[..., L]`` token ids -> ``[..., L * vocab + 1]``: the one-hot features the nn.Module
     computes, then a constant 1 that carries the first layer's bias."""
     tokens = tokens.long()
+    if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= vocab_size):
+        raise ValueError(f"token ids must lie in [0, {vocab_size}), got {int(tokens.min())}..{int(tokens.max())}")
     features = tokens + torch.arange(tokens.shape[-1], device=tokens.device) * vocab_size
     out = torch.zeros(*tokens.shape[:-1], tokens.shape[-1] * vocab_size + 1, dtype=dtype, device=tokens.device)
     out[..., -1] = 1.0

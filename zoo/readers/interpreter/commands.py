@@ -29,7 +29,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = load_interpreter_config(args.config, overrides or None)
     console = _console()
     state = train(config, args.data, args.out, overwrite=args.overwrite, console=console, progress=not args.no_progress)
-    best = f"; best.safetensors is epoch {state['best_epoch']} (by {config.select})" if state.get("best_epoch") else ""
+    criterion = config.select if state["history"] and "val_loss" in state["history"][-1] else "training loss"
+    best = f"; best.safetensors is epoch {state['best_epoch']} (by {criterion})" if state.get("best_epoch") else ""
     console.print(f"{args.out}: {state['epoch']} epochs done{best}")
     return 0
 

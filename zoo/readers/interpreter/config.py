@@ -101,8 +101,9 @@ class InterpreterConfig(Strict):
     select: Literal["exact_match", "loss"] = Field(
         "exact_match",
         description="what makes best.safetensors: the highest validation exact match (ties: the lower "
-        "loss), or the lowest validation loss; the repair terms keep the loss falling after the "
-        "pattern heads stop improving, and rising once they overfit",
+        "loss), or the lowest validation loss (training loss without a validation split); the repair "
+        "terms make the loss rise once the decoder overfits while the pattern heads still improve. "
+        "May change when a run resumes: the choice then starts afresh",
     )
     model: ModelConfig = ModelConfig()
     loss: LossConfig = LossConfig()

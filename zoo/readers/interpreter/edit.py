@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save_file
 
 from zoo.readers.interpreter import InterpreterError
 from zoo.readers.interpreter.data import Example, SplitData, ZooSource, collate, from_tokens, open_source, read_row
+from zoo.readers.interpreter.metrics import with_corrupted
 from zoo.readers.interpreter.train import BEST_FILE, LAST_FILE, load_model, predict
 
 DIRECTIONS_FILE = "directions.safetensors"
@@ -122,8 +123,9 @@ def edit(
         moved = out.latent + sign * strength * directions[k][None, :]
         repaired = model.repair(batch, out)
         edited = model.repair(batch, out, latent=moved)
-        before_sets = torch.sigmoid(out.patterns)[0].numpy()
-        after_sets = torch.sigmoid(model.heads(batch, out.tokens, moved)[0])[0].numpy()
+        after_patterns, after_corrupted, _ = model.heads(batch, out.tokens, moved)
+        before_sets = with_corrupted(out.patterns.numpy() > 0, out.corrupted.numpy())[0]  # as evaluation reads sets
+        after_sets = with_corrupted(after_patterns.numpy() > 0, after_corrupted.numpy())[0]
     arch = example.architecture
     repaired_flat = from_tokens(repaired, [arch])[0]
     edited_flat = from_tokens(edited, [arch])[0]
@@ -155,8 +157,8 @@ def edit(
         "per_pattern_accuracy": rows,
         "negative_accuracy": {label: results[label][1] for label in results},
         "predicted_patterns": {
-            "before": [n for n, p in zip(source.pattern_names, before_sets) if p > 0.5],
-            "after": [n for n, p in zip(source.pattern_names, after_sets) if p > 0.5],
+            "before": [n for n, p in zip(source.pattern_names, before_sets) if p],
+            "after": [n for n, p in zip(source.pattern_names, after_sets) if p],
         },
         "saved": None if save is None else str(save),
     }

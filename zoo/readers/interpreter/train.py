@@ -50,7 +50,7 @@ BEST_FILE = "best.safetensors"
 
 EpochHook = Callable[[int, dict, Path], None]
 OBJECTIVE_TERMS = ("patterns", "corrupted", "accuracy", "repair_function")
-RUNTIME_FIELDS = ("device", "threads", "eval_batch_size")  # may change when a run resumes
+RUNTIME_FIELDS = ("device", "threads", "eval_batch_size", "select")  # may change when a run resumes
 
 
 def resolve_device(name: str) -> torch.device:
@@ -248,11 +248,6 @@ def selection_score(metrics: dict, select: str) -> tuple[float, float]:
     if select == "exact_match" and "val_exact_match" in metrics:
         return -metrics["val_exact_match"], loss
     return loss, 0.0
-
-
-def _score(stored) -> tuple[float, float]:
-    """A stored best score; runs made before ``select`` existed stored a bare loss."""
-    return tuple(stored) if isinstance(stored, list) else (float(stored), 0.0)
 
 
 # ---------------------------------------------------------------- run folder
@@ -491,11 +486,13 @@ def train(
     model = build_model(config, source.describe())
     if resume is None:
         model.set_normalization(*signature_normalization(train_data))
-        state = {"epoch": 0, "step": 0, "best_val": None, "best_epoch": None, "history": []}
+        state = {"epoch": 0, "step": 0, "best_val": None, "best_epoch": None, "select": config.select, "history": []}
     else:
         tensors = load_file(run_dir / LAST_FILE)
         model.load_state_dict({k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")})
         state = resume
+        if state.get("select", "loss") != config.select:  # another criterion: the next epoch starts the choice afresh
+            state.update(best_val=None, select=config.select)
     model.to(device)
     optimizer = AdamW(
         model.parameters(),
@@ -548,7 +545,7 @@ def train(
                 metrics.update({f"val_{k}": v for k, v in figures.items()})
                 metrics.update({f"val_{k}": v for k, v in quick_metrics(pred, source.pattern_names).items()})
             score = selection_score(metrics, config.select)
-            best = state["best_val"] is None or score < _score(state["best_val"])
+            best = state["best_val"] is None or score < tuple(state["best_val"])
             if best:
                 state["best_val"], state["best_epoch"] = list(score), epoch + 1
             state["epoch"] = epoch + 1
