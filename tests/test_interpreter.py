@@ -134,12 +134,11 @@ def test_training_lowers_the_loss_and_beats_chance(interp_run, source):
 
 
 def test_the_interpreter_names_only_patterns_the_zoo_draws(interp_run, source):
-    from zoo.patterns.library import selectable
     from zoo.readers.interpreter.train import load_model, predict
 
     model, _, _ = load_model(interp_run, "last")
     pred = predict(model, SplitData(source, "validation").batches(16), torch.device("cpu"))
-    undrawn = [i for i, name in enumerate(source.pattern_names) if name not in selectable(source.config.patterns)]
+    undrawn = [i for i, name in enumerate(source.pattern_names) if name not in source.drawn]
     assert undrawn  # the default selection leaves seven library patterns out
     assert pred.pattern_probs[:, undrawn].max() < 1e-9
     assert not np.isin(pred.corrupted_logits.argmax(1), undrawn).any()

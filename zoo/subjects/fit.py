@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from zoo.config import TrainingConfig
-from zoo.subjects.population import Population, activate, activation_grad, epoch_order, forward
+from zoo.subjects.population import Population, activate, activation_grad, epoch_order, forward, head_logits
 
 BETA1, BETA2, EPS = 0.9, 0.999, 1e-8
 
@@ -97,11 +97,7 @@ class StepBuffers:
             for units, mask in self.sigmoid_masks[layer]:
                 units.mul_(mask)
             h = self.post[layer]
-        out = None
-        for layer, mask in self.pop.exits:
-            term = (self.post[layer] * (self.w_head if mask is None else self.w_head * mask)).sum(-1)
-            out = term if out is None else out + term
-        return out
+        return head_logits(self.pop, self.post, self.w_head)
 
     def gradients(self, y: torch.Tensor) -> torch.Tensor:
         """Gradient ``[N, P]`` of each model's mean BCE-with-logits loss on the batch in ``self.x``."""
@@ -188,7 +184,9 @@ def train_population(
         for start in range(0, s, config.batch_size):
             batch = rows[:, start : start + config.batch_size].reshape(-1)
             size = batch.numel() // n
-            step = buffers.get(size) or buffers.setdefault(size, StepBuffers(pop, flat, size))
+            if size not in buffers:  # the last batch of an epoch may be smaller
+                buffers[size] = StepBuffers(pop, flat, size)
+            step = buffers[size]
             torch.index_select(x_rows, 0, batch, out=step.x.view(-1, dim))
             g = step.gradients(y_rows.index_select(0, batch).view(n, size))
             if config.weight_decay:

@@ -232,12 +232,19 @@ def forward(
                 post[seg.start : seg.end].mul_(pop.width_mask[layer][seg.start : seg.end])
         pres.append(z)
         posts.append(h)
-    w_head = weights[-1].transpose(1, 2)  # [N, 1, H + 1]: a dot product per sample, cheaper than a k=1 bmm
+    return head_logits(pop, posts, weights[-1].transpose(1, 2)), pres, posts
+
+
+def head_logits(pop: Population, posts: list[torch.Tensor], w_head: torch.Tensor) -> torch.Tensor:
+    """Logits ``[N, B]``: each model's head ``w_head [N, 1, H + 1]`` read at its own last layer.
+
+    A dot product per sample, cheaper than a ``k=1`` ``bmm``.
+    """
     out = None
     for layer, mask in pop.exits:
         term = (posts[layer] * (w_head if mask is None else w_head * mask)).sum(-1)
         out = term if out is None else out + term
-    return out, pres, posts
+    return out
 
 
 def one_hot_inputs(tokens: torch.Tensor, vocab_size: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:

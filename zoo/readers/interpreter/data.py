@@ -70,6 +70,11 @@ class ZooSource:
     _counts: dict[str, int] = field(default_factory=dict)
 
     @property
+    def drawn(self) -> tuple[str, ...]:
+        """The patterns the zoo's batches draw from: the only ones an interpreter should name."""
+        return selectable(self.config.patterns)
+
+    @property
     def in_features(self) -> int:
         return self.config.patterns.vocab_size * self.config.patterns.seq_len
 
@@ -93,7 +98,7 @@ class ZooSource:
             "zoo_dir": str(self.path.resolve()),
             "zoo_id": self.zoo_id,
             "pattern_names": list(self.pattern_names),
-            "drawn": list(selectable(self.config.patterns)),
+            "drawn": list(self.drawn),
             "signature_stats": list(self.signature_stats),
             "in_features": self.in_features,
             "vocab_size": self.config.patterns.vocab_size,

@@ -25,7 +25,6 @@ import torch
 import torch.nn.functional as F
 
 from zoo.config import ACTIVATIONS
-from zoo.patterns.library import selectable
 from zoo.readers.interpreter import InterpreterError
 from zoo.readers.interpreter.config import BaselineConfig
 from zoo.readers.interpreter.data import SPLITS, Example, ZooSource, batched, collate, dump_json, one_hot, open_source, stream
@@ -273,7 +272,7 @@ def evaluate(
     log = console.print if console is not None else (lambda *a, **k: None)
     log(f"baselines: fitting on {len(train_examples)} training records")
     train_features = _feature_sets(source, train_examples)
-    undrawn = np.array([name not in selectable(source.config.patterns) for name in names])
+    undrawn = np.array([name not in source.drawn for name in names])
     baselines = {
         name: BaselineModel.fit(train_features[name], train_examples, undrawn, config.baselines, config.seed)
         for name in BASELINES
