@@ -18,7 +18,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True, help="zoo folder")
     parser.add_argument("--out", required=True, help="output folder for the summary")
-    parser.add_argument("--config", help="probe recipe YAML (configs/readers/probes.yaml)")
+    parser.add_argument("--config", help="probe recipe YAML (default: configs/readers/probes.yaml)")
     parser.add_argument("--workers", type=int, default=2, help="Ray actors")
     parser.add_argument("--gpus-per-worker", type=float, default=0.0)
     parser.add_argument("--batches", type=int, help="only the first N batches")
@@ -27,11 +27,10 @@ def main(argv: list[str] | None = None) -> int:
 
     import ray
 
-    from zoo.config import load_config, parse_config
-    from zoo.readers.probes.config import ProbeConfig
+    from zoo.readers.probes.config import load_probe_config
     from zoo.readers.probes.zoo_probe import probe_zoo
 
-    config = load_config(args.config, ProbeConfig) if args.config else parse_config({}, ProbeConfig)
+    config = load_probe_config(args.config)
     if not ray.is_initialized():
         ray.init(address=args.address)
     summary = probe_zoo(

@@ -15,7 +15,7 @@ from zoo.cli import main
 from zoo.config import ConfigError, ZooConfig, load_config
 from zoo.readers.probes.activations import cache_activations, model_activations, read_activations
 from zoo.readers.probes.checkpoint import load_probe
-from zoo.readers.probes.config import ProbeConfig, ProbeTuneConfig
+from zoo.readers.probes.config import ProbeConfig, ProbeTuneConfig, load_probe_config
 from zoo.readers.probes.data import LabelledData, ProbeError
 from zoo.readers.probes.probe import ModelSpec, probe_model, probe_models
 from zoo.readers.probes.train import FeatureSet, stratified_split, train_probes
@@ -23,6 +23,8 @@ from zoo.readers.probes.zoo_probe import probe_row, probe_zoo
 from zoo.subjects.architecture import Architecture
 from zoo.subjects.mlp import SubjectMLP, flatten_model
 from zoo_fixture import build_zoo
+
+CONFIGS = Path(__file__).parent.parent / "configs"
 
 TINY = ZooConfig(
     name="probe-tiny",
@@ -239,6 +241,22 @@ def test_activations_cached_to_parquet_read_back_unchanged(tmp_path):
 # ---------------------------------------------------------------- bad input
 
 
+def test_positives_matching_several_of_the_batch_patterns_are_left_out_unless_asked_for():
+    from zoo.factory.plan import plan_batch
+    from zoo.patterns.library import pattern_library
+    from zoo.readers.probes.data import batch_data
+
+    config = ZooConfig(patterns={"names": ["palindrome", "sorted_ascending", "starts_with_A"], "per_batch": {"min": 3, "max": 3}})
+    library = pattern_library(config.patterns)
+    names = plan_batch(config, 0).patterns
+    kept, filed = (batch_data(config, 0, ["train"], ambiguous=mode) for mode in ("drop", "smallest_pool"))
+    matches = lambda data: sum(library[n].predicate(data.tokens).astype(int) for n in names)
+    assert (matches(filed) > 1).any() and (matches(kept) <= 1).all()
+    assert len(filed) - len(kept) == (matches(filed) > 1).sum()
+    positives = kept.labels < len(names)
+    assert all(library[names[l]].predicate(t[None])[0] for t, l in zip(kept.tokens[positives], kept.labels[positives]))
+
+
 def test_empty_data_is_refused_in_one_line():
     empty = LabelledData(np.zeros((0, 7), dtype=np.int64), np.zeros(0, dtype=np.int64), ("p", "none"))
     with pytest.raises(ProbeError, match="no labelled sequences"):
@@ -292,12 +310,20 @@ def test_unknown_recipe_key_is_a_config_error(tmp_path):
         load_config(path, ProbeConfig)
 
 
-def test_shipped_recipe_is_the_reference_recipe():
-    recipe = load_config(Path(__file__).parent.parent / "configs/readers/probes.yaml", ProbeConfig)
-    assert (recipe.optimizer, recipe.lr, recipe.betas, recipe.weight_decay) == ("adam", 1e-3, (0.9, 0.95), 0.1)
-    assert (recipe.scheduler.factor, recipe.scheduler.patience, recipe.epochs, recipe.val_every) == (0.75, 0, 50, 10)
-    assert (recipe.val_fraction, recipe.batch_size) == (0.2, 200)
-    load_config(Path(__file__).parent.parent / "configs/tune/probes.yaml", ProbeTuneConfig)
+def test_built_in_defaults_are_the_reference_recipe_and_its_yaml_writes_them_out():
+    reference = load_config(CONFIGS / "readers/probes-reference.yaml", ProbeConfig)
+    assert reference == ProbeConfig()
+    assert (reference.optimizer, reference.lr, reference.betas, reference.weight_decay) == ("adam", 1e-3, (0.9, 0.95), 0.1)
+    assert (reference.scheduler.factor, reference.scheduler.patience, reference.epochs, reference.val_every) == (0.75, 0, 50, 10)
+    assert (reference.val_fraction, reference.batch_size) == (0.2, 200)
+
+
+def test_commands_default_to_the_tuned_recipe_which_differs_from_the_reference_only_in_lr_and_weight_decay():
+    tuned = load_probe_config()
+    assert tuned == load_config(CONFIGS / "readers/probes.yaml", ProbeConfig)
+    assert tuned.model_copy(update={"lr": 1e-3, "weight_decay": 0.1}) == ProbeConfig()
+    assert (tuned.lr, tuned.weight_decay) == (0.02, 0.0)
+    load_config(CONFIGS / "tune/probes.yaml", ProbeTuneConfig)
 
 
 # ---------------------------------------------------------------- across the zoo, Ray, Tune

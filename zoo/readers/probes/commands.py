@@ -6,7 +6,6 @@ import argparse
 import json
 from pathlib import Path
 
-DEFAULT_CONFIG = "configs/readers/probes.yaml"
 DEFAULT_TUNE_CONFIG = "configs/tune/probes.yaml"
 
 
@@ -17,23 +16,24 @@ def _layers(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"layers must be comma-separated integers, not {text!r}") from None
 
 
-def load_probe_config(args: argparse.Namespace):
-    """The probe recipe: ``--config`` (or the built-in defaults), then the command-line overrides."""
-    from zoo.config import load_config, parse_config
-    from zoo.readers.probes.config import ProbeConfig
+def recipe_from_args(args: argparse.Namespace):
+    """The probe recipe: ``--config`` (default ``configs/readers/probes.yaml``), then the command-line overrides."""
+    from zoo.readers.probes.config import load_probe_config
 
     overrides = {}
     for name in ("epochs", "layers", "site", "max_samples", "device"):
         value = getattr(args, name, None)
         if value is not None:
             overrides[name] = value
-    if getattr(args, "config", None):
-        return load_config(args.config, ProbeConfig, overrides)
-    return parse_config(overrides, ProbeConfig)
+    return load_probe_config(getattr(args, "config", None), overrides or None)
 
 
 def _add_recipe_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", help=f"probe recipe YAML (e.g. {DEFAULT_CONFIG}; default: built-in defaults)")
+    p.add_argument(
+        "--config",
+        help="probe recipe YAML (default: configs/readers/probes.yaml, the tuned recipe; "
+        "configs/readers/probes-reference.yaml is the reference)",
+    )
     p.add_argument("--epochs", type=int, help="override the recipe's epochs")
     p.add_argument("--site", choices=("post", "pre"), help="probe post- or pre-activations")
     p.add_argument("--max-samples", dest="max_samples", type=int, help="stratified subsample of each model's data")
@@ -47,7 +47,7 @@ def cmd_probe_model(args: argparse.Namespace) -> int:
     from zoo.readers.probes.report import layer_label
     from zoo.readers.probes.zoo_probe import probe_row
 
-    config = load_probe_config(args)
+    config = recipe_from_args(args)
     result, report = probe_row(args.data, args.row, args.out, config, args.which)
     console = Console()
     table = Table(title=f"probes of {report['model']['name']}")
@@ -79,7 +79,7 @@ def cmd_probe_zoo(args: argparse.Namespace) -> int:
 
     from zoo.readers.probes.zoo_probe import probe_zoo
 
-    config = load_probe_config(args)
+    config = recipe_from_args(args)
     console = Console()
     summary = probe_zoo(
         args.data,
@@ -110,7 +110,7 @@ def cmd_probe_zoo(args: argparse.Namespace) -> int:
 def cmd_probe_activations(args: argparse.Namespace) -> int:
     from zoo.readers.probes.zoo_probe import cache_row_activations
 
-    config = load_probe_config(args)
+    config = recipe_from_args(args)
     path = cache_row_activations(args.data, args.row, args.out, config, args.which)
     print(f"activations of row {args.row} ({args.which}) -> {path}")
     return 0

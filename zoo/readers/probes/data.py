@@ -3,7 +3,9 @@
 A record does not store its data sets; the batch task is a pure function of
 ``(config, batch_id)``, so the zoo's ``config.yaml`` regenerates them exactly.
 A probe's classes are the batch's patterns, in the batch's order, then ``none``
-(the negatives).
+(the negatives). A positive that matches several of the batch's patterns belongs to
+all of them; the sampler files it under the one with the smallest pool, but a
+one-label probe has no right answer for it, so by default it is left out.
 """
 
 from __future__ import annotations
@@ -77,8 +79,24 @@ def subsample(data: LabelledData, n: int | None, seed: int) -> LabelledData:
     return LabelledData(data.tokens[index], data.labels[index], data.classes)
 
 
-def batch_data(config: ZooConfig, batch_id: int, splits: list[str], expect: list[str] | None = None) -> LabelledData:
-    """The labelled sequences of a batch (the chosen splits pooled), regenerated from the zoo's config."""
+def single_match(config: ZooConfig, names: tuple[str, ...] | list[str], tokens: np.ndarray) -> np.ndarray:
+    """Per sequence: does it match at most one of ``names`` (negatives match none)?"""
+    from zoo.patterns.library import pattern_library
+
+    library = pattern_library(config.patterns)
+    matches = sum(library[name].predicate(tokens).astype(np.int64) for name in names)
+    return np.asarray(matches <= 1)
+
+
+def batch_data(
+    config: ZooConfig,
+    batch_id: int,
+    splits: list[str],
+    expect: list[str] | None = None,
+    ambiguous: Literal["drop", "smallest_pool"] = "drop",
+) -> LabelledData:
+    """The labelled sequences of a batch (the chosen splits pooled), regenerated from the zoo's config;
+    ``ambiguous="drop"`` leaves out positives that match several of the batch's patterns."""
     from zoo.factory.plan import plan_batch
 
     plan = plan_batch(config, int(batch_id))
@@ -89,6 +107,9 @@ def batch_data(config: ZooConfig, batch_id: int, splits: list[str], expect: list
     parts = [getattr(plan.data, split) for split in splits]
     tokens = np.concatenate([p.tokens for p in parts])
     pattern = np.concatenate([p.pattern for p in parts])
+    if ambiguous == "drop":
+        keep = single_match(config, plan.patterns, tokens)
+        tokens, pattern = tokens[keep], pattern[keep]
     return from_patterns(tokens, pattern, plan.patterns)
 
 

@@ -69,7 +69,9 @@ def row_spec(
 
     arch = Architecture.from_dict(row["architecture"])
     if data is None:
-        data = batch_data(zoo.config, row["batch_id"], list(config.splits), expect=list(row["patterns"]))
+        data = batch_data(
+            zoo.config, row["batch_id"], list(config.splits), expect=list(row["patterns"]), ambiguous=config.ambiguous
+        )
     twin = init_weights(arch, int(row["init_seed"])) if config.random_twin else None
     return ModelSpec(arch, row_weights(row, which), data, twin, row_meta(zoo, row, which, index))
 
