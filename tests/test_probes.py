@@ -365,6 +365,20 @@ def test_zoo_probe_on_ray_actors_matches_in_process(tiny_zoo, zoo_summary, ray_s
     assert on_ray["models"] == in_process["models"] == summary["models"]
 
 
+def test_ray_job_entrypoint_probes_the_zoo_on_the_running_cluster(tiny_zoo, zoo_summary, ray_session, tmp_path, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("probe_job", Path(__file__).parent.parent / "jobs/probe.py")
+    job = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(job)
+    recipe = tmp_path / "fast.yaml"
+    recipe.write_text("epochs: 2\nval_every: 1\nrandom_twin: false\n")
+    args = ["--data", str(tiny_zoo), "--out", str(tmp_path / "out"), "--config", str(recipe), "--workers", "2"]
+    assert job.main(args) == 0
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert printed["models"] == zoo_summary[0]["models"] and (tmp_path / "out" / "summary.md").is_file()
+
+
 def test_tune_sweep_runs_trials_through_ray_tune_and_writes_table_and_best_config(
     tiny_zoo, ray_session, tmp_path, monkeypatch
 ):
