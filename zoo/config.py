@@ -264,6 +264,16 @@ def load_config(path: str | Path, model: type[Strict] = ZooConfig, overrides: di
         raise ConfigError(f"{path}: {error}") from None
 
 
+def load_or_default(
+    path: str | Path | None, default: Path, model: type[Strict], overrides: dict | None = None
+) -> Strict:
+    """``path``; without one, the shipped ``default`` file, or ``model``'s built-in defaults where the
+    package runs without its ``configs/`` folder (an installed wheel)."""
+    if path is None and not default.is_file():
+        return parse_config(overrides or {}, model)
+    return load_config(default if path is None else path, model, overrides)
+
+
 def _merge(base: dict, overrides: dict) -> dict:
     merged = dict(base)
     for key, value in overrides.items():

@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from zoo.config import Strict, load_config, parse_config
+from zoo.config import Strict, load_or_default
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[3] / "configs" / "readers" / "interpreter.yaml"
 
@@ -114,8 +114,4 @@ class InterpreterConfig(Strict):
 
 def load_interpreter_config(path: str | Path | None = None, overrides: dict | None = None) -> InterpreterConfig:
     """The config at ``path`` (default: ``configs/readers/interpreter.yaml``, else the built-in defaults)."""
-    if path is None:
-        if DEFAULT_CONFIG.is_file():
-            return load_config(DEFAULT_CONFIG, InterpreterConfig, overrides)  # type: ignore[return-value]
-        return parse_config(overrides or {}, InterpreterConfig)  # type: ignore[return-value]
-    return load_config(path, InterpreterConfig, overrides)  # type: ignore[return-value]
+    return load_or_default(path, DEFAULT_CONFIG, InterpreterConfig, overrides)  # type: ignore[return-value]

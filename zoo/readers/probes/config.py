@@ -1,7 +1,7 @@
 """Settings of the probing reader: the probe recipe, and the Tune sweep over it.
 
-``ProbeConfig``'s defaults are the reference recipe the issue orders
-(``configs/readers/probes-reference.yaml`` writes them out). ``configs/readers/probes.yaml``,
+``ProbeConfig``'s defaults are the reference recipe (Adam, lr 1e-3, coupled weight
+decay 0.1; ``configs/readers/probes-reference.yaml`` writes them out). ``configs/readers/probes.yaml``,
 the recipe the commands use unless ``--config`` names another, is the tuned one: the
 reference's coupled weight decay of 0.1 underfits probes of 32-48 standardized features.
 ``configs/tune/probes.yaml`` is an instance of ``ProbeTuneConfig``. All are read with
@@ -15,7 +15,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from zoo.config import Strict, load_config, parse_config
+from zoo.config import Strict, load_or_default
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[3] / "configs" / "readers" / "probes.yaml"
 
@@ -173,9 +173,5 @@ class ProbeTuneConfig(Strict):
 
 
 def load_probe_config(path: str | Path | None = None, overrides: dict | None = None) -> ProbeConfig:
-    """The recipe at ``path`` (default: ``configs/readers/probes.yaml``, else the built-in reference recipe)."""
-    if path is None:
-        if not DEFAULT_CONFIG.is_file():
-            return parse_config(overrides or {}, ProbeConfig)  # type: ignore[return-value]
-        path = DEFAULT_CONFIG
-    return load_config(path, ProbeConfig, overrides)  # type: ignore[return-value]
+    """The recipe at ``path`` (default: ``configs/readers/probes.yaml``, the tuned recipe)."""
+    return load_or_default(path, DEFAULT_CONFIG, ProbeConfig, overrides)  # type: ignore[return-value]
