@@ -241,20 +241,52 @@ def test_activations_cached_to_parquet_read_back_unchanged(tmp_path):
 # ---------------------------------------------------------------- bad input
 
 
+def _matches(config: ZooConfig, names, data: LabelledData) -> np.ndarray:
+    from zoo.patterns.library import pattern_library
+
+    library = pattern_library(config.patterns)
+    return np.stack([library[name].predicate(data.tokens) for name in names], axis=1)
+
+
 def test_positives_matching_several_of_the_batch_patterns_are_left_out_unless_asked_for():
     from zoo.factory.plan import plan_batch
-    from zoo.patterns.library import pattern_library
     from zoo.readers.probes.data import batch_data
 
-    config = ZooConfig(patterns={"names": ["palindrome", "sorted_ascending", "starts_with_A"], "per_batch": {"min": 3, "max": 3}})
-    library = pattern_library(config.patterns)
+    three = {"names": ["palindrome", "sorted_ascending", "starts_with_A"], "per_batch": {"min": 3, "max": 3}}
+    config = ZooConfig(patterns=three)
     names = plan_batch(config, 0).patterns
-    kept, filed = (batch_data(config, 0, ["train"], ambiguous=mode) for mode in ("drop", "smallest_pool"))
-    matches = lambda data: sum(library[n].predicate(data.tokens).astype(int) for n in names)
-    assert (matches(filed) > 1).any() and (matches(kept) <= 1).all()
-    assert len(filed) - len(kept) == (matches(filed) > 1).sum()
+    kept = batch_data(config, 0, ["train"], ambiguous="drop")
+    filed = batch_data(config, 0, ["train"], ambiguous="smallest_pool")
+    several = _matches(config, names, filed).sum(axis=1) > 1
+    assert several.any() and len(filed) - len(kept) == several.sum()
+    assert (_matches(config, names, kept).sum(axis=1) <= 1).all()
     positives = kept.labels < len(names)
-    assert all(library[names[l]].predicate(t[None])[0] for t, l in zip(kept.tokens[positives], kept.labels[positives]))
+    assert _matches(config, names, kept)[positives, kept.labels[positives]].all()
+
+
+def test_a_pattern_nested_in_another_keeps_its_positives_rather_than_vanish():
+    from zoo.factory.plan import plan_batch
+    from zoo.readers.probes.data import batch_data
+
+    config = ZooConfig(patterns={"names": ["all_same", "palindrome"], "per_batch": {"min": 2, "max": 2}})
+    names = plan_batch(config, 0).patterns
+    kept = batch_data(config, 0, ["train"], ambiguous="drop")
+    all_same, palindrome = names.index("all_same"), names.index("palindrome")
+    assert (kept.labels == all_same).any()
+    assert _matches(config, names, kept)[kept.labels == palindrome].sum(axis=1).max() == 1
+
+
+def test_the_recipe_decides_whether_ambiguous_positives_reach_the_probe(tiny_zoo):
+    from zoo.readers.probes.data import open_zoo
+    from zoo.readers.probes.zoo_probe import row_spec
+
+    zoo = open_zoo(tiny_zoo)
+    row = zoo.row(0)
+    drop, keep = (FAST.model_copy(update={"ambiguous": mode}) for mode in ("drop", "smallest_pool"))
+    filed = row_spec(zoo, row, "clean", keep).data
+    several = (_matches(zoo.config, row["patterns"], filed).sum(axis=1) > 1).sum()
+    assert several > 0
+    assert len(filed) - len(row_spec(zoo, row, "clean", drop).data) == several
 
 
 def test_empty_data_is_refused_in_one_line():
@@ -319,10 +351,15 @@ def test_built_in_defaults_are_the_reference_recipe_and_its_yaml_writes_them_out
 
 
 def test_commands_default_to_the_tuned_recipe_which_differs_from_the_reference_only_in_lr_and_weight_decay():
-    tuned = load_probe_config()
+    import argparse
+
+    from zoo.readers.probes.commands import recipe_from_args
+
+    tuned = recipe_from_args(argparse.Namespace(config=None, epochs=None))
     assert tuned == load_config(CONFIGS / "readers/probes.yaml", ProbeConfig)
     assert tuned.model_copy(update={"lr": 1e-3, "weight_decay": 0.1}) == ProbeConfig()
     assert (tuned.lr, tuned.weight_decay) == (0.02, 0.0)
+    assert recipe_from_args(argparse.Namespace(config=None, epochs=3)).epochs == 3
     load_config(CONFIGS / "tune/probes.yaml", ProbeTuneConfig)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 import json
+import sys
 from pathlib import Path
 from typing import Literal
 
@@ -268,8 +269,9 @@ def load_or_default(
     path: str | Path | None, default: Path, model: type[Strict], overrides: dict | None = None
 ) -> Strict:
     """``path``; without one, the shipped ``default`` file, or ``model``'s built-in defaults where the
-    package runs without its ``configs/`` folder (an installed wheel)."""
+    package runs without its ``configs/`` folder (an installed wheel), which it says on stderr."""
     if path is None and not default.is_file():
+        print(f"zoo: {default} not found; using {model.__name__}'s built-in defaults", file=sys.stderr)
         return parse_config(overrides or {}, model)
     return load_config(default if path is None else path, model, overrides)
 

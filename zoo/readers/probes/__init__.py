@@ -16,6 +16,7 @@ import importlib
 _EXPORTS = {
     "ProbeConfig": "config",
     "ProbeTuneConfig": "config",
+    "load_probe_config": "config",
     "ProbeError": "data",
     "LabelledData": "data",
     "open_zoo": "data",

@@ -6,9 +6,6 @@ import argparse
 import json
 from pathlib import Path
 
-DEFAULT_TUNE_CONFIG = "configs/tune/probes.yaml"
-
-
 def _layers(text: str) -> list[int]:
     try:
         return [int(part) for part in text.split(",") if part.strip()]
@@ -25,7 +22,7 @@ def recipe_from_args(args: argparse.Namespace):
         value = getattr(args, name, None)
         if value is not None:
             overrides[name] = value
-    return load_probe_config(getattr(args, "config", None), overrides or None)
+    return load_probe_config(getattr(args, "config", None), overrides)
 
 
 def _add_recipe_options(p: argparse.ArgumentParser) -> None:
@@ -126,11 +123,10 @@ def format_table(rows: list[dict], columns: list[str]) -> str:
 
 
 def cmd_tune_probes(args: argparse.Namespace) -> int:
-    from zoo.config import load_config, parse_config
-    from zoo.readers.probes.config import ProbeTuneConfig
+    from zoo.readers.probes.config import load_probe_tune_config
     from zoo.readers.probes.tune import BEST_FILE, RESULTS_FILE, tune_probes
 
-    config = load_config(args.config, ProbeTuneConfig) if args.config else parse_config({}, ProbeTuneConfig)
+    config = load_probe_tune_config(args.config)
     outcome = tune_probes(args.data, config, out=args.out, num_samples=args.num_samples, address=args.address)
     columns = [c for c in outcome.rows[0] if c != "trial"]
     print(f"probe sweep: {len(outcome.rows)} trials, best first ({config.metric}, ASHA)")
@@ -179,7 +175,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def register_tune(tune_subparsers: argparse._SubParsersAction) -> None:
     p = tune_subparsers.add_parser("probes", help="Ray Tune (ASHA) sweep of the probe recipe")
     p.add_argument("--data", required=True, help="zoo folder")
-    p.add_argument("--config", help=f"sweep YAML (e.g. {DEFAULT_TUNE_CONFIG}; default: built-in defaults)")
+    p.add_argument("--config", help="sweep YAML (default: configs/tune/probes.yaml)")
     p.add_argument("--out", help="where the table, best config and Tune's files go (default: the config's out)")
     p.add_argument("--num-samples", dest="num_samples", type=int, help="override the config's num_samples")
     p.add_argument("--address", help="Ray cluster address (default: embedded local Ray)")

@@ -17,9 +17,12 @@ from pydantic import Field, model_validator
 
 from zoo.config import Strict, load_or_default
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[3] / "configs" / "readers" / "probes.yaml"
+CONFIGS = Path(__file__).resolve().parents[3] / "configs"
+DEFAULT_CONFIG = CONFIGS / "readers" / "probes.yaml"
+DEFAULT_TUNE_CONFIG = CONFIGS / "tune" / "probes.yaml"
 
 Split = Literal["train", "val", "benchmark"]
+Ambiguous = Literal["drop", "smallest_pool"]
 
 
 class PlateauConfig(Strict):
@@ -46,7 +49,7 @@ class ProbeConfig(Strict):
     splits: list[Split] = Field(
         ["train", "val", "benchmark"], description="the batch's labelled sets pooled into the probe's data"
     )
-    ambiguous: Literal["drop", "smallest_pool"] = Field(
+    ambiguous: Ambiguous = Field(
         "drop",
         description="positives matching several of the model's patterns: left out (a one-label probe has no right "
         "answer for them), or labelled as the sampler files them (the pattern with the smallest pool)",
@@ -175,3 +178,8 @@ class ProbeTuneConfig(Strict):
 def load_probe_config(path: str | Path | None = None, overrides: dict | None = None) -> ProbeConfig:
     """The recipe at ``path`` (default: ``configs/readers/probes.yaml``, the tuned recipe)."""
     return load_or_default(path, DEFAULT_CONFIG, ProbeConfig, overrides)  # type: ignore[return-value]
+
+
+def load_probe_tune_config(path: str | Path | None = None, overrides: dict | None = None) -> ProbeTuneConfig:
+    """The sweep at ``path`` (default: ``configs/tune/probes.yaml``)."""
+    return load_or_default(path, DEFAULT_TUNE_CONFIG, ProbeTuneConfig, overrides)  # type: ignore[return-value]

@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 
 from zoo.config import ConfigError, ZooConfig, load_config
+from zoo.readers.probes.config import Ambiguous
 from zoo.factory.manifest import CONFIG_FILE, ZOO_FILE, ManifestError, read_zoo_info
 
 NONE_CLASS = "none"
@@ -79,21 +80,26 @@ def subsample(data: LabelledData, n: int | None, seed: int) -> LabelledData:
     return LabelledData(data.tokens[index], data.labels[index], data.classes)
 
 
-def single_match(config: ZooConfig, names: tuple[str, ...] | list[str], tokens: np.ndarray) -> np.ndarray:
-    """Per sequence: does it match at most one of ``names`` (negatives match none)?"""
+def unambiguous(config: ZooConfig, names: tuple[str, ...] | list[str], tokens: np.ndarray, pattern: np.ndarray) -> np.ndarray:
+    """Which sequences to keep: negatives, and positives that match only one of ``names``.
+
+    A pattern nested in another of the batch (``all_same`` in ``palindrome``) has no
+    positive of its own; it keeps all of its positives, under the sampler's label (the
+    more specific pattern), rather than vanish from the probe's classes.
+    """
     from zoo.patterns.library import pattern_library
 
     library = pattern_library(config.patterns)
-    matches = sum(library[name].predicate(tokens).astype(np.int64) for name in names)
-    return np.asarray(matches <= 1)
+    keep = sum(library[name].predicate(tokens).astype(np.int64) for name in names) <= 1
+    for k in range(len(names)):
+        mine = pattern == k
+        if mine.any() and not (keep & mine).any():
+            keep |= mine
+    return np.asarray(keep)
 
 
 def batch_data(
-    config: ZooConfig,
-    batch_id: int,
-    splits: list[str],
-    expect: list[str] | None = None,
-    ambiguous: Literal["drop", "smallest_pool"] = "drop",
+    config: ZooConfig, batch_id: int, splits: list[str], *, ambiguous: Ambiguous, expect: list[str] | None = None
 ) -> LabelledData:
     """The labelled sequences of a batch (the chosen splits pooled), regenerated from the zoo's config;
     ``ambiguous="drop"`` leaves out positives that match several of the batch's patterns."""
@@ -108,7 +114,7 @@ def batch_data(
     tokens = np.concatenate([p.tokens for p in parts])
     pattern = np.concatenate([p.pattern for p in parts])
     if ambiguous == "drop":
-        keep = single_match(config, plan.patterns, tokens)
+        keep = unambiguous(config, plan.patterns, tokens, pattern)
         tokens, pattern = tokens[keep], pattern[keep]
     return from_patterns(tokens, pattern, plan.patterns)
 

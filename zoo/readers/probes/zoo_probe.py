@@ -70,7 +70,7 @@ def row_spec(
     arch = Architecture.from_dict(row["architecture"])
     if data is None:
         data = batch_data(
-            zoo.config, row["batch_id"], list(config.splits), expect=list(row["patterns"]), ambiguous=config.ambiguous
+            zoo.config, row["batch_id"], list(config.splits), ambiguous=config.ambiguous, expect=list(row["patterns"])
         )
     twin = init_weights(arch, int(row["init_seed"])) if config.random_twin else None
     return ModelSpec(arch, row_weights(row, which), data, twin, row_meta(zoo, row, which, index))
@@ -99,7 +99,7 @@ def cache_row_activations(data_dir: str | Path, index: int, path: str | Path, co
     zoo = open_zoo(data_dir)
     row = zoo.row(index)
     spec = row_spec(zoo, row, which, config.model_copy(update={"random_twin": False}), index)
-    key = {"example_id": row["example_id"], "which": which, "splits": list(config.splits)}
+    key = {"example_id": row["example_id"], "which": which, "splits": list(config.splits), "ambiguous": config.ambiguous}
     return cache_activations(
         path, spec.architecture, spec.weights, spec.data.tokens, spec.data.labels, key, config.site, config.activation_chunk
     )
@@ -395,6 +395,7 @@ def write_zoo_summary(out: Path, models: list[dict], config: ProbeConfig) -> dic
         "readability": table,
         "degraded_lost_inside": sum(r["lost"] == "inside" for r in degraded),
         "degraded_lost_at_output": sum(r["lost"] == "at the output" for r in degraded),
+        "recipe": config.model_dump(mode="json"),
     }
     max_layer = max((int(l) for m in models for l in m["layers"]), default=0)
     x_labels = [layer_label(l) for l in range(max_layer + 1)]
