@@ -198,13 +198,24 @@ def test_eval_writes_report_with_the_listed_keys(interp_run, interp_zoo, capsys)
     report = json.loads((interp_run / "report.json").read_text())
     assert set(report) == {"validation", "test", "baselines"}
     for split in ("validation", "test"):
-        assert set(report[split]) == set(REPORT_KEYS)
+        assert set(report[split]) == {*REPORT_KEYS, "by_corruption_rate"}
         assert 0.0 <= report[split]["macro_f1"] <= 1.0
         assert report[split]["repair_side_effect"] is not None
         for baseline in ("weight_statistics", "output_only"):
             assert set(report["baselines"][baseline][split]) == set(REPORT_KEYS)
     assert set(report["baselines"]) == {"weight_statistics", "output_only"}
     assert "| test | output_only |" in (interp_run / "report.md").read_text()
+
+
+def test_report_breaks_figures_down_by_corruption_rate(interp_run, interp_zoo, source):
+    from zoo.readers.interpreter.evaluate import evaluate
+
+    rows = evaluate(interp_run, interp_zoo, splits=["test"])["test"]["by_corruption_rate"]
+    assert sum(row["records"] for row in rows) == source.rows("test")
+    low, high = source.config.corruption.rate.min, source.config.corruption.rate.max
+    assert float(rows[0]["rate"].split("-")[0]) >= low - 1e-9 and float(rows[-1]["rate"].split("-")[1]) <= high + 1e-9
+    assert all(0.0 <= row["exact_match"] <= 1.0 for row in rows)
+    assert "## By corruption rate (interpreter)" in (interp_run / "report.md").read_text()
 
 
 def test_edit_reports_per_pattern_accuracies(interp_run, interp_zoo, source, records, capsys):

@@ -45,12 +45,15 @@ COLUMNS = (
     "architecture",
     "patterns",
     "corrupted_pattern",
+    "corruption_rate",
     "metrics",
     "neuron_layer",
     "degraded_signature",
     "degraded_weights",
     "clean_weights",
 )
+
+SMALL_COLUMNS = ("example_id", "batch_id", "pair_index", "architecture", "patterns", "corrupted_pattern", "corruption_rate", "metrics")
 
 
 # ---------------------------------------------------------------- the zoo
@@ -212,8 +215,8 @@ def decode(batch: pa.RecordBatch, vocab: Sequence[str]) -> list[Example]:
     degraded = _lists(columns["degraded_weights"])
     clean = _lists(columns["clean_weights"])
     small = pa.RecordBatch.from_arrays(
-        [columns[n] for n in ("example_id", "batch_id", "pair_index", "architecture", "patterns", "corrupted_pattern", "metrics")],
-        names=["example_id", "batch_id", "pair_index", "architecture", "patterns", "corrupted_pattern", "metrics"],
+        [columns[n] for n in SMALL_COLUMNS],
+        names=list(SMALL_COLUMNS),
     ).to_pylist()
     examples = []
     for i, row in enumerate(small):
@@ -224,6 +227,7 @@ def decode(batch: pa.RecordBatch, vocab: Sequence[str]) -> list[Example]:
         targets[[index[p] for p in row["patterns"]]] = 1.0
         metrics = dict(row["metrics"])
         metrics["corrupted_pattern"] = row["corrupted_pattern"]
+        metrics["corruption_rate"] = float(row["corruption_rate"])
         examples.append(
             Example(
                 example_id=row["example_id"],

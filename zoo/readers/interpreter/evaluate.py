@@ -1,8 +1,9 @@
 """The evaluation report of an interpreter run, with its two baselines.
 
-``RUN/report.json`` maps every evaluated split to its figures under exactly the keys
-``REPORT_KEYS`` and holds the baselines under ``baselines`` (``weight_statistics`` and
-``output_only``, each mapping splits to the same keys; they do not repair, so their
+``RUN/report.json`` maps every evaluated split to its figures under the keys
+``REPORT_KEYS``, plus ``by_corruption_rate`` (the same figures per bin of the corruption
+rate), and holds the baselines under ``baselines`` (``weight_statistics`` and
+``output_only``, each mapping splits to exactly ``REPORT_KEYS``; they do not repair, so their
 repair figures are null). ``RUN/report.md`` shows the same figures as tables and says
 how far the interpreter is above each baseline.
 
@@ -84,6 +85,44 @@ def figures(
             "repair_side_effect": None if side is None else nanmean(side),
         }
     )
+
+
+def by_corruption_rate(
+    examples: list[Example],
+    pattern_sets: np.ndarray,
+    corrupted_logits: np.ndarray,
+    restored: np.ndarray,
+    low: float,
+    high: float,
+    bins: int = 4,
+) -> list[dict]:
+    """Exact match, corrupted-pattern accuracy and repair per equal bin of the corruption rate.
+
+    The more of a pattern's labels were flipped, the more its degraded model looks like one
+    never trained on it; this table shows how much of what the interpreter misses is that.
+    """
+    rate = np.array([e.metrics["corruption_rate"] for e in examples])
+    truth = np.stack([e.targets for e in examples])
+    corrupted = np.array([e.corrupted for e in examples])
+    edges = np.linspace(low, high, bins + 1)
+    which = np.clip(np.searchsorted(edges, rate, side="right") - 1, 0, bins - 1)
+    rows = []
+    for k in range(bins):
+        mine = which == k
+        if not mine.any():
+            continue
+        rows.append(
+            _clean(
+                {
+                    "rate": f"{edges[k]:.2f}-{edges[k + 1]:.2f}",
+                    "records": int(mine.sum()),
+                    "exact_match": exact_match(pattern_sets[mine], truth[mine]),
+                    "corrupted_pattern_accuracy": top1(corrupted_logits[mine], corrupted[mine]),
+                    "repair_restored": nanmean(restored[mine]),
+                }
+            )
+        )
+    return rows
 
 
 # ---------------------------------------------------------------- repair, by behaviour
@@ -290,6 +329,10 @@ def evaluate(
         pred = predict(model, batched(examples, config.eval_batch_size), device, repair=True)
         restored, side, behaviour[split] = judge_repair(pred, benchmarks)
         report[split] = figures(names, pred.pattern_sets, pred.corrupted_logits, pred.accuracy, pred.examples, restored, side)
+        rates = source.config.corruption.rate
+        report[split]["by_corruption_rate"] = by_corruption_rate(
+            pred.examples, pred.pattern_sets, pred.corrupted_logits, restored, rates.min, rates.max
+        )
         features = _feature_sets(source, pred.examples)
         for name, baseline in baselines.items():
             sets, corrupted, accuracy = baseline.predict(features[name])
@@ -375,6 +418,22 @@ def render_markdown(
             lines.append(
                 f"| {split} | {_fmt(b['negatives_degraded'])} | {_fmt(b['negatives_repaired'])} | {_fmt(b['negatives_clean'])} | "
                 f"{_fmt(b['accuracy_degraded'])} | {_fmt(b['accuracy_repaired'])} | {_fmt(b['accuracy_clean'])} |"
+            )
+    lines += [
+        "",
+        "## By corruption rate (interpreter)",
+        "",
+        "Share of the corrupted pattern's labels that were flipped. Near 1 a degraded model was trained to reject the "
+        "pattern outright, and its having been trained on it is hard to see.",
+        "",
+        "| split | rate | records | exact match | corrupted acc. | repair restored |",
+        "|---|---|---|---|---|---|",
+    ]
+    for split in splits:
+        for row in report[split].get("by_corruption_rate", []):
+            lines.append(
+                f"| {split} | {row['rate']} | {row['records']} | {_fmt(row['exact_match'])} | "
+                f"{_fmt(row['corrupted_pattern_accuracy'])} | {_fmt(row['repair_restored'])} |"
             )
     lines += ["", "## Per-pattern F1 (interpreter)", "", "| pattern | " + " | ".join(splits) + " |", "|---|" + "---|" * len(splits)]
     patterns = sorted({p for s in splits for p in report[s]["per_pattern_f1"]}, key=source.pattern_names.index)
