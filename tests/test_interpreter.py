@@ -117,6 +117,20 @@ def test_layer_position_matters(records, source):
         assert not torch.allclose(model(batch).latent, model(moved).latent, atol=1e-4)
 
 
+def test_repair_near_misses_are_one_token_from_a_pattern_input_and_leave_the_others_unchanged(source):
+    from zoo.patterns.library import pattern_library
+    from zoo.readers.interpreter.data import repair_inputs
+
+    plain, _ = repair_inputs(source.config, 4, 8)
+    tokens, member = repair_inputs(source.config, 4, 8, near_misses=3)
+    n_patterns = len(pattern_library(source.config.patterns))
+    assert len(tokens) == len(plain) + 3 * n_patterns and (tokens[: len(plain)] == plain).all()
+    drawn = plain[: 4 * n_patterns]
+    distance = (tokens[len(plain) :, None, :] != drawn[None]).sum(axis=2)
+    assert (distance.min(axis=1) == 1).all()
+    assert member.shape == (len(tokens), n_patterns)
+
+
 def test_training_lowers_the_loss_and_beats_chance(interp_run, source):
     from zoo.readers.interpreter.train import load_model, predict
 

@@ -78,6 +78,9 @@ class DataConfig(Strict):
     read_rows: int = Field(256, ge=1, description="rows per Arrow record batch read from a shard")
     repair_per_pattern: int = Field(16, ge=1, description="repair inputs drawn from each library pattern")
     repair_random: int = Field(64, ge=0, description="uniformly random repair inputs")
+    repair_near_misses: int = Field(
+        0, ge=0, description="repair inputs per library pattern with one token changed (near misses, as hard negatives)"
+    )
     train_split: str = "train"
     val_split: str = "validation"
 

@@ -73,7 +73,10 @@ class RepairInputs:
 
     @classmethod
     def build(cls, source: ZooSource, config: InterpreterConfig, device: torch.device) -> RepairInputs:
-        tokens, member = repair_inputs(source.config, config.data.repair_per_pattern, config.data.repair_random, config.seed)
+        data = config.data
+        tokens, member = repair_inputs(
+            source.config, data.repair_per_pattern, data.repair_random, config.seed, data.repair_near_misses
+        )
         return cls(one_hot(tokens, source.config.patterns.vocab_size).to(device), torch.from_numpy(member).to(device))
 
 
