@@ -499,9 +499,12 @@ class PatternSampler:
         if len(pool) <= k:
             return _cover(pool, k, rng)
         pool = pool[rng.permutation(len(pool))[: _PROBE_CANDIDATES * k]]  # a large pool: a random share is plenty
-        tokens = self._backend.tokens(pool)
-        matches = sum(self.library[name].predicate(tokens).astype(np.int64) for name in self.selectable)
+        matches = self.match_counts(self._backend.tokens(pool), self.selectable)
         return pool[np.argsort(matches, kind="stable")[:k]]
+
+    def match_counts(self, tokens: np.ndarray, names: Sequence[str]) -> np.ndarray:
+        """Per sequence ``[N, seq_len]``: how many of the patterns ``names`` it matches."""
+        return sum(self.library[name].predicate(tokens).astype(np.int64) for name in names)
 
 
 def _chunks(items: np.ndarray, counts: list[int]) -> list[np.ndarray]:

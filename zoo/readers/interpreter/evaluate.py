@@ -318,6 +318,7 @@ def evaluate(
     }
     del train_examples, train_features
     benchmarks = Benchmarks(source)
+    rates = source.config.corruption.rate
     report: dict = {}
     base_report: dict = {name: {} for name in BASELINES}
     rows: dict[str, int] = {}
@@ -328,10 +329,10 @@ def evaluate(
         log(f"{split}: {len(examples)} records")
         pred = predict(model, batched(examples, config.eval_batch_size), device, repair=True)
         restored, side, behaviour[split] = judge_repair(pred, benchmarks)
-        report[split] = figures(names, pred.pattern_sets, pred.corrupted_logits, pred.accuracy, pred.examples, restored, side)
-        rates = source.config.corruption.rate
+        sets = pred.pattern_sets
+        report[split] = figures(names, sets, pred.corrupted_logits, pred.accuracy, pred.examples, restored, side)
         report[split]["by_corruption_rate"] = by_corruption_rate(
-            pred.examples, pred.pattern_sets, pred.corrupted_logits, restored, rates.min, rates.max
+            pred.examples, sets, pred.corrupted_logits, restored, rates.min, rates.max
         )
         features = _feature_sets(source, pred.examples)
         for name, baseline in baselines.items():

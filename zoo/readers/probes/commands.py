@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+
 def _layers(text: str) -> list[int]:
     try:
         return [int(part) for part in text.split(",") if part.strip()]

@@ -87,10 +87,9 @@ def unambiguous(config: ZooConfig, names: tuple[str, ...] | list[str], tokens: n
     positive of its own; it keeps all of its positives, under the sampler's label (the
     more specific pattern), rather than vanish from the probe's classes.
     """
-    from zoo.patterns.library import pattern_library
+    from zoo.patterns.sampler import sampler_for
 
-    library = pattern_library(config.patterns)
-    keep = sum(library[name].predicate(tokens).astype(np.int64) for name in names) <= 1
+    keep = sampler_for(config.patterns).match_counts(tokens, names) <= 1
     for k in range(len(names)):
         mine = pattern == k
         if mine.any() and not (keep & mine).any():
