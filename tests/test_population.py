@@ -9,6 +9,7 @@ import torch
 from zoo.config import TrainingConfig
 from zoo.subjects.architecture import Architecture
 from zoo.subjects.mlp import build_model, flatten_model
+from zoo.subjects import fit
 from zoo.subjects.fit import TrainData, train_population
 from zoo.subjects.population import from_weights, init_population, init_weights, logits, one_hot_inputs, to_weights
 from zoo.subjects.reference import train_reference
@@ -125,6 +126,21 @@ def test_early_stopping_freezes_a_model():
     assert short.result.epochs[slot] == 3
     assert longer.result.epochs[slot] == 3
     assert np.array_equal(to_weights(short.population)[slot], to_weights(longer.population)[slot])
+
+
+def test_dropping_stopped_models_leaves_the_others_as_they_were(monkeypatch):
+    """Stopped models leave the computation (the widest one here, so the rest are re-padded narrower)."""
+    jobs = make_jobs()
+    widest = 1  # the gelu model of width 9
+    jobs[widest] = SubjectJob(**{**jobs[widest].__dict__, "lr": 1e-9})  # stops after patience
+    config = TrainingConfig(epochs=8, batch_size=32, patience=2, min_delta=1e-3)
+    dropped = train_group(jobs, config, torch.device("cpu"))
+    monkeypatch.setattr(fit, "COMPACT_SHARE", 2.0)  # never drop
+    kept = train_group(jobs, config, torch.device("cpu"))
+    assert dropped[1].epochs[widest] == 3
+    np.testing.assert_array_equal(dropped[1].epochs, kept[1].epochs)
+    for a, b in zip(to_weights(dropped[0]), to_weights(kept[0])):
+        np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)
 
 
 def test_stopped_model_is_rolled_back_to_its_best_epoch():
