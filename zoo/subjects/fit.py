@@ -37,7 +37,7 @@ BETA1, BETA2, EPS = 0.9, 0.999, 1e-8
 class TrainData:
     """Each model's own data, already on the population's device."""
 
-    x_train: torch.Tensor  # [N, S, D + 1] float (see ``one_hot_inputs``)
+    x_train: torch.Tensor  # [N, S, D + 1] one-hot (see ``one_hot_inputs``), best as uint8: gathered per step
     y_train: torch.Tensor  # [N, S] float
     x_val: torch.Tensor  # [N, V, D + 1]
     y_val: torch.Tensor  # [N, V]
@@ -66,6 +66,8 @@ class StepBuffers:
         self.w_head_units = self.weights[-1][:, :-1].transpose(1, 2)  # [N, 1, H]
         self.w_back = [w[:, :-1].transpose(1, 2) for w in self.weights[:-1]]  # [N, H_out, H_in]
         self.x = torch.empty(n, batch, self.weights[0].shape[1], **new)
+        # one-hot rows are gathered as bytes, a quarter of the memory traffic, then widened
+        self.x_bytes = torch.empty(n * batch, self.x.shape[2], dtype=torch.uint8, device=flat.device)
         self.pre = [torch.empty(n, batch, width, **new) for _ in range(depth)]
         self.post = [torch.empty(n, batch, width + 1, **new) for _ in range(depth)]
         for post in self.post:
@@ -181,7 +183,8 @@ class _Run:
 
     def __init__(self, pop: Population, data: TrainData, lr: np.ndarray | list[float], order_seeds) -> None:
         n, device = pop.size, pop.device
-        self.pop, self.data = pop, data
+        self.pop = pop
+        self.data = TrainData(data.x_train.to(torch.uint8), data.y_train, data.x_val, data.y_val)
         self.ids = torch.arange(n, device=device)
         self.order_seeds = np.asarray(order_seeds, dtype=np.uint64)
         self.lr = torch.as_tensor(np.asarray(lr, dtype=np.float32), device=device)[:, None]
@@ -209,7 +212,7 @@ class _Run:
             if size not in self.buffers:  # the last batch of an epoch may be smaller
                 self.buffers[size] = StepBuffers(pop, flat, size)
             step = self.buffers[size]
-            torch.index_select(x_rows, 0, batch, out=step.x.view(-1, dim))
+            step.x.view(-1, dim).copy_(torch.index_select(x_rows, 0, batch, out=step.x_bytes))
             g = step.gradients(y_rows.index_select(0, batch).view(n, size))
             if config.weight_decay:
                 g.add_(flat, alpha=config.weight_decay)

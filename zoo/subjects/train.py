@@ -60,9 +60,9 @@ def plan_groups(architectures: list[Architecture], max_size: int) -> list[list[i
 
 def bytes_per_model(job: SubjectJob) -> int:
     """Rough device memory of one model in a population: data, parameters, Adam state, activations."""
-    arch = job.architecture
-    samples = len(job.train_labels) + len(job.val_labels)
-    return 4 * (samples * (arch.in_features + 1 + 3 * sum(arch.widths)) + 6 * arch.n_params)
+    arch, train, val = job.architecture, len(job.train_labels), len(job.val_labels)
+    one_hot = arch.in_features + 1  # training inputs are held as bytes, validation inputs as floats
+    return train * one_hot + 4 * (val * one_hot + (train + val) * 3 * sum(arch.widths) + 6 * arch.n_params)
 
 
 def stack_data(jobs: list[SubjectJob], device: torch.device) -> TrainData:
@@ -72,7 +72,7 @@ def stack_data(jobs: list[SubjectJob], device: torch.device) -> TrainData:
         return torch.as_tensor(np.stack([getattr(j, name) for j in jobs]), device=device)
 
     return TrainData(
-        x_train=one_hot_inputs(stacked("train_tokens"), arch.vocab_size).contiguous(),
+        x_train=one_hot_inputs(stacked("train_tokens"), arch.vocab_size, torch.uint8),
         y_train=stacked("train_labels").float(),
         x_val=one_hot_inputs(stacked("val_tokens"), arch.vocab_size).contiguous(),
         y_val=stacked("val_labels").float(),
