@@ -53,7 +53,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from zoo.bench import render_bench, run_bench
 
     config = _load_zoo_config(args)
-    result = run_bench(config, models=args.models, threads=args.threads, progress=not args.json)
+    result = run_bench(
+        config, models=args.models, threads=args.threads, progress=not args.json, reference_models=args.reference_models
+    )
     if args.json:
         print(json.dumps(result.to_dict()))
     else:
@@ -126,7 +128,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="population trainer vs the sequential reference")
     _add_run_options(p)
-    p.add_argument("--models", type=int, default=48, help="models trained by each trainer")
+    p.add_argument("--models", type=int, default=48, help="models the population trainer trains")
+    p.add_argument(
+        "--reference-models", type=int, default=None,
+        help="models the sequential reference trains, the first of them (default: all; on a GPU, e.g. 48)",
+    )
     p.add_argument("--threads", type=int, default=1, help="torch threads for both trainers (default 1: one core, as a factory worker)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_bench)

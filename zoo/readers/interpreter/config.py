@@ -37,6 +37,10 @@ class ModelConfig(Strict):
     )
     decoder_width: int = Field(64, ge=8)
     decoder_rank: int = Field(32, ge=1, description="rank of the low-rank edge term of the weight decoder")
+    decoder_reads_corrupted: bool = Field(
+        False,
+        description="the decoder also reads the corrupted-pattern head's distribution, so it is told what to restore",
+    )
     max_layers: int = Field(8, ge=1, description="deepest subject (hidden layers) the layer embedding covers")
 
     @model_validator(mode="after")

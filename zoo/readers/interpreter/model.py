@@ -233,6 +233,7 @@ class Interpreter(nn.Module):
         # repair decoder
         dd, rank = config.decoder_width, config.decoder_rank
         self.dec_latent = nn.Linear(latent, d)
+        self.dec_pattern = nn.Linear(n_patterns, d, bias=False) if config.decoder_reads_corrupted else None
         self.dec_block = Block(config)
         self.dec_mlp = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, dd), nn.GELU(), nn.Linear(dd, dd), nn.GELU())
         self.dec_in = nn.Linear(dd, in_features)
@@ -304,10 +305,16 @@ class Interpreter(nn.Module):
 
     # ------------------------------------------------------------ repair decoder
 
-    def decode(self, batch: Batch, tokens: torch.Tensor, latent: torch.Tensor) -> Weights:
-        """The change to the degraded weights (token space) that should make the clean model."""
+    def decode(self, batch: Batch, out: Output, latent: torch.Tensor | None = None) -> Weights:
+        """The change to the degraded weights (token space) that should make the clean model.
+
+        ``latent`` overrides the encoder's (edits). The corrupted-pattern distribution enters
+        detached: the repair loss should not bend the head that names the pattern.
+        """
         adj = batch.degraded.adj if self.config.use_weights else None
-        h = tokens + self.dec_latent(self.ln_latent(latent))[:, None, :]
+        h = out.tokens + self.dec_latent(self.ln_latent(out.latent if latent is None else latent))[:, None, :]
+        if self.dec_pattern is not None:
+            h = h + self.dec_pattern(torch.softmax(out.corrupted.detach(), dim=-1))[:, None, :]
         h = self.dec_block(h, batch.mask, adj)
         u = self.dec_mlp(h)
         scale = batch.fan_in.rsqrt() * batch.mask
@@ -323,7 +330,7 @@ class Interpreter(nn.Module):
     def repair(self, batch: Batch, out: Output | None = None, latent: torch.Tensor | None = None) -> Weights:
         """Decoded (repaired) weights in token space; ``latent`` overrides the encoder's (edits)."""
         out = self(batch) if out is None else out
-        return batch.degraded + self.decode(batch, out.tokens, out.latent if latent is None else latent)
+        return batch.degraded + self.decode(batch, out, latent)
 
 
 # ---------------------------------------------------------------- subjects in token space

@@ -123,7 +123,7 @@ def losses(
         terms["accuracy"] = 10.0 * F.mse_loss(out.accuracy, batch.accuracy)
     delta = None
     if w.repair_weights or w.repair_function or every_term:
-        delta = model.decode(batch, out.tokens, out.latent)
+        delta = model.decode(batch, out)
         if w.repair_weights or every_term:
             terms["repair_weights"] = weight_loss(batch, delta)
         if w.repair_function or every_term:
@@ -185,7 +185,7 @@ def predict(
             latents.append(out.latent.cpu().numpy())
             if repair:
                 latent = out.latent if latent_shift is None else latent_shift(batch, out.latent)
-                weights = batch.degraded + model.decode(batch, out.tokens, latent)
+                weights = batch.degraded + model.decode(batch, out, latent)
                 repaired.extend(from_tokens(weights, [e.architecture for e in chunk]))
 
     def cat(parts: list[np.ndarray], width: int) -> np.ndarray:
