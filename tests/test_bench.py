@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from zoo import bench
 from zoo.cli import main
 
 TINY = """
@@ -27,12 +28,16 @@ def test_bench_json_has_the_documented_keys_and_agreeing_accuracies(tmp_path, ca
     assert result["models"] == 6
 
 
-def test_reference_can_train_a_subset_and_throughputs_stay_per_model(tmp_path, capsys):
+def test_reference_can_train_a_subset_and_throughputs_stay_per_model(tmp_path, capsys, monkeypatch):
     """On a GPU the population trains thousands; the sequential reference is timed on a few."""
     config = tmp_path / "tiny.yaml"
     config.write_text(TINY)
+    trained = []
+    reference = bench._reference_logits
+    monkeypatch.setattr(bench, "_reference_logits", lambda job, *a: trained.append(job) or reference(job, *a))
     assert main(["bench", "--config", str(config), "--models", "6", "--reference-models", "2", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
+    assert len(trained) == 1 + 2  # the warm-up, then the first two models
     assert (result["models"], result["reference_models"]) == (6, 2)
     assert result["reference_models_per_s"] == pytest.approx(2 / result["reference_seconds"])
     assert result["population_models_per_s"] == pytest.approx(6 / result["population_seconds"])

@@ -128,16 +128,27 @@ def test_early_stopping_freezes_a_model():
     assert np.array_equal(to_weights(short.population)[slot], to_weights(longer.population)[slot])
 
 
-def test_dropping_stopped_models_leaves_the_others_as_they_were(monkeypatch):
-    """Stopped models leave the computation (the widest one here, so the rest are re-padded narrower)."""
+def test_dropping_stopped_models_leaves_every_model_as_it_was(monkeypatch):
+    """Stopped models leave the computation: here the widest and the deepest go first, so the
+    others go on re-padded narrower and shallower, and the dropped ones keep their best epoch."""
+    widest, deepest = 1, 2  # gelu of width 9; sigmoid of depth 3
     jobs = make_jobs()
-    widest = 1  # the gelu model of width 9
-    jobs[widest] = SubjectJob(**{**jobs[widest].__dict__, "lr": 1e-9})  # stops after patience
-    config = TrainingConfig(epochs=8, batch_size=32, patience=2, min_delta=1e-3)
+    for i in (widest, deepest):  # a high rate overfits soon: stopped early, best epoch not the last
+        jobs[i] = SubjectJob(**{**jobs[i].__dict__, "lr": 0.3})
+    config = TrainingConfig(epochs=12, batch_size=32, patience=2, min_delta=0.0)
+    layouts = []
+    compact = fit._Run.compact
+
+    def spy(run, out):
+        compact(run, out)
+        layouts.append((run.pop.n_layers, run.pop.max_width))
+
+    monkeypatch.setattr(fit._Run, "compact", spy)
     dropped = train_group(jobs, config, torch.device("cpu"))
     monkeypatch.setattr(fit, "COMPACT_SHARE", 2.0)  # never drop
     kept = train_group(jobs, config, torch.device("cpu"))
-    assert dropped[1].epochs[widest] == 3
+    assert any(depth < 3 and width < 9 for depth, width in layouts)
+    assert max(dropped[1].epochs[[widest, deepest]]) < 12
     np.testing.assert_array_equal(dropped[1].epochs, kept[1].epochs)
     for a, b in zip(to_weights(dropped[0]), to_weights(kept[0])):
         np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)
@@ -191,3 +202,14 @@ def test_one_hot_inputs_refuse_a_token_outside_the_vocabulary():
     np.testing.assert_array_equal(one_hot_inputs(torch.tensor([[1, 0]]), 2).numpy(), [[0, 1, 1, 0, 1]])
     with pytest.raises(ValueError, match=r"token ids must lie in \[0, 2\)"):
         one_hot_inputs(torch.tensor([[1, 2]]), 2)
+
+
+def test_training_inputs_must_be_one_hot():
+    """They are held as bytes: anything else would be truncated."""
+    job = make_jobs()[0]
+    pop = init_population([job.architecture], [job.init_seed])
+    x = one_hot_inputs(torch.as_tensor(job.train_tokens[None]), V) * 0.5
+    x_val = one_hot_inputs(torch.as_tensor(job.val_tokens[None]), V)
+    data = TrainData(x, torch.as_tensor(job.train_labels[None]), x_val, torch.as_tensor(job.val_labels[None]))
+    with pytest.raises(ValueError, match="one-hot"):
+        train_population(pop, data, CONFIG, [0.01], [job.order_seed])

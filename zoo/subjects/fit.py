@@ -184,7 +184,7 @@ class _Run:
     def __init__(self, pop: Population, data: TrainData, lr: np.ndarray | list[float], order_seeds) -> None:
         n, device = pop.size, pop.device
         self.pop = pop
-        self.data = TrainData(data.x_train.to(torch.uint8), data.y_train, data.x_val, data.y_val)
+        self.data = TrainData(_as_bytes(data.x_train), data.y_train, data.x_val, data.y_val)
         self.ids = torch.arange(n, device=device)
         self.order_seeds = np.asarray(order_seeds, dtype=np.uint64)
         self.lr = torch.as_tensor(np.asarray(lr, dtype=np.float32), device=device)[:, None]
@@ -250,6 +250,15 @@ class _Run:
         self.buffers = {}
 
 
+def _as_bytes(one_hot: torch.Tensor) -> torch.Tensor:
+    if one_hot.dtype == torch.uint8:
+        return one_hot
+    as_bytes = one_hot.to(torch.uint8)
+    if not torch.equal(as_bytes.to(one_hot.dtype), one_hot):
+        raise ValueError("x_train must be one-hot inputs (0/1; see one_hot_inputs)")
+    return as_bytes
+
+
 def train_population(
     pop: Population,
     data: TrainData,
@@ -265,13 +274,14 @@ def train_population(
     At the end every model holds its best-validation weights.
     """
     run = _Run(pop, data, lr, order_seeds)
-    for epoch in range(config.epochs if epochs is None else epochs):
+    epochs = config.epochs if epochs is None else epochs
+    for epoch in range(epochs):
         run.train_epoch(epoch, config)
         run.validate(config)
         stopped = int((~run.active).sum())
         if stopped == len(run.ids):
             break
-        if stopped >= COMPACT_SHARE * len(run.ids):
+        if stopped >= COMPACT_SHARE * len(run.ids) and epoch + 1 < epochs:
             run.compact(pop)
     run.retire(pop, torch.ones_like(run.active))
     return TrainResult(epochs=run.final_epochs.cpu().numpy(), val_loss=run.final_loss.cpu().numpy())
