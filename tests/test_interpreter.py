@@ -73,11 +73,11 @@ def test_token_space_forward_matches_load_model(records, source):
         torch.testing.assert_close(ours[k], expected, atol=1e-4, rtol=1e-4)
 
 
-def _randomized_interpreter(source):
+def _randomized_interpreter(source, **model_config):
     from zoo.readers.interpreter.train import build_model
 
     torch.manual_seed(0)
-    model = build_model(tiny_config(), source.describe()).eval()
+    model = build_model(tiny_config(model=model_config), source.describe()).eval()
     with torch.no_grad():  # the decoder starts at zero: give every weight a value so equivariance is not trivial
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.2)
@@ -104,6 +104,21 @@ def test_permuting_a_layers_neurons_leaves_outputs_unchanged(records, source):
         torch.testing.assert_close(getattr(out_a, name), getattr(out_b, name), atol=1e-5, rtol=1e-4)
     assert (repaired_a.adj - a.degraded.adj).abs().max() > 1e-3, "the decoder must change the weights"
     torch.testing.assert_close(f_a, f_b, atol=1e-4, rtol=1e-4)
+
+
+def test_a_decoder_told_the_corrupted_pattern_reads_it_without_training_that_head(records, source):
+    """``decoder_reads_corrupted``: the repair loss must not bend the head that names the pattern."""
+    from dataclasses import replace
+
+    model = _randomized_interpreter(source, decoder_reads_corrupted=True)
+    batch = collate(records[:4])
+    out = model(batch)
+    model.decode(batch, out).adj.square().sum().backward()
+    assert model.dec_pattern.weight.grad.abs().sum() > 0
+    assert model.corrupted_head.weight.grad is None or not model.corrupted_head.weight.grad.any()
+    with torch.no_grad():
+        other = replace(out, corrupted=out.corrupted.roll(1, dims=1))
+        assert not torch.allclose(model.decode(batch, other).adj, model.decode(batch, out).adj)
 
 
 def test_layer_position_matters(records, source):
