@@ -225,7 +225,7 @@ def test_eval_writes_report_with_the_listed_keys(interp_run, interp_zoo, capsys)
     code, out, err = run_cli(capsys, "interpret", "eval", "--run", interp_run, "--data", interp_zoo, "--split", "validation,test")
     assert code == 0, err
     report = json.loads((interp_run / "report.json").read_text())
-    assert set(report) == {"validation", "test", "baselines"}
+    assert set(report) == {"validation", "test", "baselines", "ensembles"}
     for split in ("validation", "test"):
         assert set(report[split]) == {*REPORT_KEYS, "by_corruption_rate"}
         assert 0.0 <= report[split]["macro_f1"] <= 1.0
@@ -233,6 +233,8 @@ def test_eval_writes_report_with_the_listed_keys(interp_run, interp_zoo, capsys)
         for baseline in ("weight_statistics", "output_only"):
             assert set(report["baselines"][baseline][split]) == set(REPORT_KEYS)
     assert set(report["baselines"]) == {"weight_statistics", "output_only"}
+    assert set(report["ensembles"]) == {"interpreter+output_only"}
+    assert set(report["ensembles"]["interpreter+output_only"]["test"]) == set(REPORT_KEYS)
     assert "| test | output_only |" in (interp_run / "report.md").read_text()
 
 
@@ -320,3 +322,32 @@ def test_best_checkpoint_is_chosen_by_validation_exact_match_then_loss():
     assert min(range(3), key=lambda i: selection_score(epochs[i], "exact_match")) == 2
     assert min(range(3), key=lambda i: selection_score(epochs[i], "loss")) == 0
     assert selection_score({"train_loss": 0.3}, "exact_match") == (0.3, 0.0)  # no validation split
+
+
+def test_the_ensemble_averages_the_interpreter_with_the_output_only_reader():
+    """Weight 1 is the interpreter, weight 0 the baseline; between, the more confident reader names the corrupted pattern."""
+    from zoo.readers.interpreter.evaluate import BaselineModel, ensemble
+    from zoo.readers.interpreter.train import Predictions
+
+    interpreter = Predictions(
+        examples=[],
+        pattern_probs=np.array([[0.9, 0.2, 0.0]]),
+        corrupted_logits=np.array([[0.3, 0.0, -30.0]]),  # leans to pattern 0
+        accuracy=np.array([0.8]),
+        latent=np.zeros((1, 2)),
+        repaired=None,
+    )
+    # identity net: the features are the baseline's raw outputs (pattern logits, corrupted logits, accuracy logit)
+    baseline = BaselineModel(torch.nn.Identity(), np.zeros(7), np.ones(7), undrawn=np.array([False, False, True]))
+    features = np.array([[3.0, -3.0, 9.0, 0.0, 4.0, 9.0, 0.0]], dtype=np.float32)  # sure of pattern 1
+
+    sets, corrupted, accuracy = ensemble(interpreter, baseline, features, weight=1.0)
+    np.testing.assert_array_equal(sets, [[1, 0, 0]])
+    assert accuracy[0] == pytest.approx(0.8)
+    sets, corrupted, _ = ensemble(interpreter, baseline, features, weight=0.0)
+    np.testing.assert_array_equal(sets, baseline.predict(features)[0])
+    np.testing.assert_array_equal(sets, [[1, 1, 0]])  # the undrawn pattern 2 is never named
+    sets, corrupted, accuracy = ensemble(interpreter, baseline, features, weight=0.5)
+    assert corrupted.argmax(1).tolist() == [1]
+    np.testing.assert_array_equal(sets, [[1, 1, 0]])
+    assert accuracy[0] == pytest.approx(0.65)

@@ -36,7 +36,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from zoo.readers.interpreter.evaluate import BASELINES, evaluate
+    from zoo.readers.interpreter.evaluate import evaluate, report_rows, split_names
 
     splits = [s.strip() for s in args.split.split(",") if s.strip()] if args.split else None
     console = _console()
@@ -48,16 +48,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     table = Table(title=f"interpreter {args.run}")
     for column in ("split", "model", "exact match", "macro F1", "corrupted", "acc. MAE", "restored", "side effect"):
-        table.add_column(column, justify="left" if column in ("split", "model") else "right")
+        if column in ("split", "model"):  # fold, not ellipsis: "interpreter" and "interpreter+output_only" must differ
+            table.add_column(column, overflow="fold")
+        else:
+            table.add_column(column, justify="right")
 
     def fmt(value) -> str:
         return "-" if value is None else f"{value:.3f}"
 
-    for split, fig in report.items():
-        if split == "baselines":
-            continue
-        rows = [("interpreter", fig)] + [(name, report["baselines"][name][split]) for name in BASELINES]
-        for name, f in rows:
+    for split in split_names(report):
+        for name, f in report_rows(report, split):
             table.add_row(
                 split, name, fmt(f["exact_match"]), fmt(f["macro_f1"]), fmt(f["corrupted_pattern_accuracy"]),
                 fmt(f["accuracy_mae"]), fmt(f["repair_restored"]), fmt(f["repair_side_effect"]),

@@ -4,7 +4,8 @@
 ``REPORT_KEYS``, plus ``by_corruption_rate`` (the same figures per bin of the corruption
 rate), and holds the baselines under ``baselines`` (``weight_statistics`` and
 ``output_only``, each mapping splits to exactly ``REPORT_KEYS``; they do not repair, so their
-repair figures are null). ``RUN/report.md`` shows the same figures as tables and says
+repair figures are null), and under ``ensembles`` the same for ``interpreter+output_only``:
+the interpreter's probabilities averaged with the output-only baseline's. ``RUN/report.md`` shows the same figures as tables and says
 how far the interpreter is above each baseline.
 
 Repair is judged by behaviour: the decoded weights are loaded with ``zoo.load_model``
@@ -52,6 +53,7 @@ REPORT_KEYS = (
     "repair_side_effect",
 )
 BASELINES = ("weight_statistics", "output_only")
+ENSEMBLE = "interpreter+output_only"
 EVAL_SPLITS = ("validation", "test", "ood_architecture", "ood_patterns")
 
 
@@ -256,13 +258,39 @@ class BaselineModel:
             opt.step()
         return cls(net.eval(), mean, std, undrawn)
 
-    def predict(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def outputs(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Pattern-set probabilities (0 for undrawn patterns), corrupted-pattern logits and accuracy."""
         with torch.no_grad():
             out = self.net(torch.from_numpy((features - self.mean) / self.std).float()).numpy()
         k = len(self.undrawn)
-        sets, corrupted = (out[:, :k] > 0) & ~self.undrawn, out[:, k : 2 * k]
+        probs = np.where(self.undrawn, 0.0, 0.5 * (1.0 + np.tanh(0.5 * out[:, :k])))
+        corrupted = out[:, k : 2 * k]
         corrupted[:, self.undrawn] = NEVER
-        return with_corrupted(sets, corrupted), corrupted, 1.0 / (1.0 + np.exp(-out[:, -1]))
+        return probs, corrupted, 0.5 * (1.0 + np.tanh(0.5 * out[:, -1]))
+
+    def predict(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        probs, corrupted, accuracy = self.outputs(features)
+        return with_corrupted(probs > 0.5, corrupted), corrupted, accuracy
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    e = np.exp(logits - logits.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+
+
+def ensemble(
+    pred: Predictions, baseline: BaselineModel, features: np.ndarray, weight: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pattern sets, corrupted-pattern log-probabilities and accuracy of the interpreter averaged with a baseline.
+
+    The interpreter reads neuron signatures and the output-only baseline the subject's
+    answers on the probes; they err on different models (the baseline names the corrupted
+    pattern better at 90%+ corruption, the interpreter below), so their mean beats both.
+    """
+    probs, corrupted, accuracy = baseline.outputs(features)
+    pattern_probs = weight * pred.pattern_probs + (1.0 - weight) * probs
+    corrupted = np.log(weight * _softmax(pred.corrupted_logits) + (1.0 - weight) * _softmax(corrupted) + 1e-12)
+    return with_corrupted(pattern_probs > 0.5, corrupted), corrupted, weight * pred.accuracy + (1.0 - weight) * accuracy
 
 
 # ---------------------------------------------------------------- the report
@@ -321,6 +349,7 @@ def evaluate(
     rates = source.config.corruption.rate
     report: dict = {}
     base_report: dict = {name: {} for name in BASELINES}
+    ensemble_report: dict = {ENSEMBLE: {}}
     rows: dict[str, int] = {}
     behaviour: dict[str, dict[str, float]] = {}
     for split in wanted:
@@ -338,7 +367,12 @@ def evaluate(
         for name, baseline in baselines.items():
             sets, corrupted, accuracy = baseline.predict(features[name])
             base_report[name][split] = figures(names, sets, corrupted, accuracy, pred.examples)
+        sets, corrupted, accuracy = ensemble(
+            pred, baselines["output_only"], features["output_only"], config.baselines.ensemble_weight
+        )
+        ensemble_report[ENSEMBLE][split] = figures(names, sets, corrupted, accuracy, pred.examples)
     report["baselines"] = base_report
+    report["ensembles"] = ensemble_report
     dump_json(run_dir / "report.json", report)
     (run_dir / "report.md").write_text(render_markdown(report, rows, run_dir, source, description, behaviour))
     return report
@@ -348,10 +382,23 @@ def _fmt(value, digits: int = 3) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
+def report_rows(report: dict, split: str) -> list[tuple[str, dict]]:
+    """``(reader, figures)`` for one split: the interpreter, the baselines, the ensembles."""
+    return (
+        [("interpreter", report[split])]
+        + [(name, report["baselines"][name][split]) for name in BASELINES]
+        + [(name, runs[split]) for name, runs in report.get("ensembles", {}).items()]
+    )
+
+
+def split_names(report: dict) -> list[str]:
+    return [key for key in report if key not in ("baselines", "ensembles")]
+
+
 def render_markdown(
     report: dict, rows: dict[str, int], run_dir: Path, source: ZooSource, description: dict, behaviour: dict | None = None
 ) -> str:
-    splits = [s for s in report if s != "baselines"]
+    splits = split_names(report)
     state_path = run_dir / "state.json"
     lines = [
         "# Interpreter evaluation",
@@ -376,8 +423,7 @@ def render_markdown(
         "|---|---|---|---|---|---|---|---|",
     ]
     for split in splits:
-        entries = [("interpreter", report[split])] + [(name, report["baselines"][name][split]) for name in BASELINES]
-        for name, fig in entries:
+        for name, fig in report_rows(report, split):
             lines.append(
                 f"| {split} | {name} | {_fmt(fig['exact_match'])} | {_fmt(fig['macro_f1'])} | "
                 f"{_fmt(fig['corrupted_pattern_accuracy'])} | {_fmt(fig['accuracy_mae'])} | "
