@@ -219,6 +219,23 @@ def test_resume_refuses_another_config(interp_zoo, tmp_path):
         train(tiny_config(epochs=1, batch_size=2), interp_zoo, tmp_path / "run", progress=False)
 
 
+def test_a_run_made_before_a_config_field_existed_still_resumes(interp_zoo, tmp_path):
+    """A field added to the config later takes its default, as the run was trained without it."""
+    from zoo.readers.interpreter.train import train
+
+    def stop(epoch, metrics, run_dir):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_config(epochs=2), interp_zoo, tmp_path / "run", progress=False, on_epoch=stop)
+    path = tmp_path / "run" / "config.json"
+    stored = json.loads(path.read_text())
+    del stored["interpreter"]["baselines"]["ensemble_weight"], stored["interpreter"]["model"]["decoder_reads_corrupted"]
+    path.write_text(json.dumps(stored))
+    state = train(tiny_config(epochs=2), interp_zoo, tmp_path / "run", progress=False)
+    assert [h["epoch"] for h in state["history"]] == [1, 2]
+
+
 def test_eval_writes_report_with_the_listed_keys(interp_run, interp_zoo, capsys):
     from zoo.readers.interpreter.evaluate import REPORT_KEYS
 
@@ -236,6 +253,7 @@ def test_eval_writes_report_with_the_listed_keys(interp_run, interp_zoo, capsys)
     assert set(report["ensembles"]) == {"interpreter+output_only"}
     assert set(report["ensembles"]["interpreter+output_only"]["test"]) == set(REPORT_KEYS)
     assert "| test | output_only |" in (interp_run / "report.md").read_text()
+    assert "| test | interpreter+output_only |" in (interp_run / "report.md").read_text()
 
 
 def test_report_breaks_figures_down_by_corruption_rate(interp_run, interp_zoo, source):
@@ -325,29 +343,35 @@ def test_best_checkpoint_is_chosen_by_validation_exact_match_then_loss():
 
 
 def test_the_ensemble_averages_the_interpreter_with_the_output_only_reader():
-    """Weight 1 is the interpreter, weight 0 the baseline; between, the more confident reader names the corrupted pattern."""
+    """Weight 1 is the interpreter, weight 0 the baseline; between, probabilities (not logits) are averaged."""
     from zoo.readers.interpreter.evaluate import BaselineModel, ensemble
     from zoo.readers.interpreter.train import Predictions
 
     interpreter = Predictions(
         examples=[],
-        pattern_probs=np.array([[0.9, 0.2, 0.0]]),
-        corrupted_logits=np.array([[0.3, 0.0, -30.0]]),  # leans to pattern 0
+        pattern_probs=np.array([[0.9, 0.4, 0.0]]),
+        corrupted_logits=np.array([[2.0, 0.0, -30.0]]),
         accuracy=np.array([0.8]),
         latent=np.zeros((1, 2)),
         repaired=None,
     )
     # identity net: the features are the baseline's raw outputs (pattern logits, corrupted logits, accuracy logit)
     baseline = BaselineModel(torch.nn.Identity(), np.zeros(7), np.ones(7), undrawn=np.array([False, False, True]))
-    features = np.array([[3.0, -3.0, 9.0, 0.0, 4.0, 9.0, 0.0]], dtype=np.float32)  # sure of pattern 1
+    features = np.array([[3.0, 1.0, 9.0, 0.0, 0.5, 9.0, 0.0]], dtype=np.float32)  # pattern 1: sigmoid(1) = 0.73
 
-    sets, corrupted, accuracy = ensemble(interpreter, baseline, features, weight=1.0)
+    def softmax(z):
+        return np.exp(z) / np.exp(z).sum()
+
+    sets, _, accuracy = ensemble(interpreter, baseline, features, weight=1.0)
     np.testing.assert_array_equal(sets, [[1, 0, 0]])
     assert accuracy[0] == pytest.approx(0.8)
-    sets, corrupted, _ = ensemble(interpreter, baseline, features, weight=0.0)
+    sets, _, _ = ensemble(interpreter, baseline, features, weight=0.0)
     np.testing.assert_array_equal(sets, baseline.predict(features)[0])
     np.testing.assert_array_equal(sets, [[1, 1, 0]])  # the undrawn pattern 2 is never named
     sets, corrupted, accuracy = ensemble(interpreter, baseline, features, weight=0.5)
-    assert corrupted.argmax(1).tolist() == [1]
-    np.testing.assert_array_equal(sets, [[1, 1, 0]])
+    np.testing.assert_array_equal(sets, [[1, 1, 0]])  # pattern 1: (0.4 + 0.73) / 2 > 0.5
+    expected = 0.5 * softmax(np.array([2.0, 0.0, -30.0])) + 0.5 * softmax(np.array([0.0, 0.5, -30.0]))
+    np.testing.assert_allclose(np.exp(corrupted[0]), expected, atol=1e-6)
     assert accuracy[0] == pytest.approx(0.65)
+    sets, _, _ = ensemble(interpreter, baseline, features, weight=0.8)
+    np.testing.assert_array_equal(sets, [[1, 0, 0]])  # pattern 1: 0.8 * 0.4 + 0.2 * 0.73 < 0.5

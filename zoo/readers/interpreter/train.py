@@ -23,8 +23,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import ValidationError
 from safetensors.torch import load_file, save_file
 
+from zoo.config import format_validation_error
 from zoo.readers.interpreter import InterpreterError
 from zoo.readers.interpreter.config import InterpreterConfig
 from zoo.readers.interpreter.data import (
@@ -50,7 +52,8 @@ BEST_FILE = "best.safetensors"
 
 EpochHook = Callable[[int, dict, Path], None]
 OBJECTIVE_TERMS = ("patterns", "corrupted", "accuracy", "repair_function")
-RUNTIME_FIELDS = ("device", "threads", "eval_batch_size", "select")  # may change when a run resumes
+# may change when a run resumes: runtime settings, and the baselines, which only evaluation fits
+RUNTIME_FIELDS = ("device", "threads", "eval_batch_size", "select", "baselines")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -294,11 +297,19 @@ def read_run(run_dir: str | Path) -> dict:
     return data
 
 
+def run_config(description: dict, run_dir: str | Path) -> InterpreterConfig:
+    """A run's config; fields added to the config since the run was made take their defaults."""
+    try:
+        return InterpreterConfig.model_validate(description["interpreter"])
+    except ValidationError as error:
+        raise InterpreterError(f"{Path(run_dir) / CONFIG_FILE}: {format_validation_error(error)}") from None
+
+
 def load_model(run_dir: str | Path, which: str = "best", device: torch.device | str = "cpu") -> tuple[Interpreter, InterpreterConfig, dict]:
     """The trained interpreter of a run (``best`` falls back to ``last``), its config and run description."""
     run_dir = Path(run_dir)
     description = read_run(run_dir)
-    config = InterpreterConfig.model_validate(description["interpreter"])
+    config = run_config(description, run_dir)
     model = build_model(config, description["data"])
     path = run_dir / (BEST_FILE if which == "best" else LAST_FILE)
     if not path.is_file():
@@ -432,6 +443,7 @@ def prepare_run(run_dir: Path, config: InterpreterConfig, source: ZooSource, ove
     config_path = run_dir / CONFIG_FILE
     if config_path.is_file():
         stored = read_run(run_dir)
+        stored["interpreter"] = run_config(stored, run_dir).model_dump(mode="json")
         fixed = {k: v for k, v in description["interpreter"].items() if k not in RUNTIME_FIELDS}
         if {k: v for k, v in stored["interpreter"].items() if k not in RUNTIME_FIELDS} != fixed:
             changed = [k for k in fixed if stored["interpreter"].get(k) != fixed[k]]
