@@ -5,8 +5,8 @@
 rate), and holds the baselines under ``baselines`` (``weight_statistics`` and
 ``output_only``, each mapping splits to exactly ``REPORT_KEYS``; they do not repair, so their
 repair figures are null), and under ``ensembles`` the same for ``interpreter+output_only``:
-the interpreter's probabilities averaged with the output-only baseline's. ``RUN/report.md`` shows the same figures as tables and says
-how far the interpreter is above each baseline.
+the interpreter's probabilities averaged with the output-only baseline's. ``RUN/report.md``
+shows the same figures as tables and says how far the interpreter is above each baseline.
 
 Repair is judged by behaviour: the decoded weights are loaded with ``zoo.load_model``
 and scored on the record's own clean benchmark set (``plan_batch(...).data.benchmark``),
@@ -391,7 +391,7 @@ def report_rows(report: dict, split: str) -> list[tuple[str, dict]]:
     return (
         [("interpreter", report[split])]
         + [(name, report["baselines"][name][split]) for name in BASELINES]
-        + [(name, runs[split]) for name, runs in report.get("ensembles", {}).items()]
+        + [(name, runs[split]) for name, runs in report["ensembles"].items()]
     )
 
 
