@@ -184,6 +184,41 @@ def test_run_folder_holds_safetensors_and_json_config(interp_run):
     assert any(k.startswith("optim.") for k in load_file(interp_run / "last.safetensors"))
 
 
+def test_the_repair_checkpoint_is_the_epoch_of_lowest_validation_repair_loss(interp_run):
+    from safetensors import safe_open
+
+    state = json.loads((interp_run / "state.json").read_text())
+    losses = [h["val_loss_repair_function"] for h in state["history"]]
+    assert state["best_repair_epoch"] == 1 + int(np.argmin(losses))
+    with safe_open(interp_run / "best_repair.safetensors", "pt") as f:
+        assert f.metadata()["epoch"] == str(state["best_repair_epoch"])
+
+
+def test_eval_reads_the_pattern_heads_from_best_and_the_decoder_from_best_repair(interp_run, interp_zoo, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from zoo.readers.interpreter.evaluate import evaluate
+
+    run = tmp_path / "run"
+    shutil.copytree(interp_run, run)
+    heads = ("exact_match", "macro_f1", "corrupted_pattern_accuracy", "accuracy_mae")
+    split = evaluate(run, interp_zoo, splits=["test"])["test"]
+    repair_only = evaluate(run, interp_zoo, splits=["test"], which="repair")["test"]
+    assert split["repair_restored"] == repair_only["repair_restored"] > 0
+    assert split["accuracy_mae"] != repair_only["accuracy_mae"]  # the two checkpoints differ
+
+    tensors = load_file(run / "best_repair.safetensors")
+    for name in ("dec_in", "dec_bias", "dec_gate", "dec_q"):  # a decoder that changes nothing
+        for part in ("weight", "bias"):
+            tensors[f"model.{name}.{part}"].zero_()
+    save_file(tensors, run / "best_repair.safetensors")
+    unrepaired = evaluate(run, interp_zoo, splits=["test"])["test"]
+    assert unrepaired["repair_restored"] == 0.0 and unrepaired["repair_side_effect"] == 0.0
+    assert {k: unrepaired[k] for k in heads} == {k: split[k] for k in heads}
+
+
 def test_resume_continues_where_the_run_stopped(interp_zoo, tmp_path):
     from safetensors.torch import load_file
 

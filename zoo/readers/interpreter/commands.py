@@ -31,6 +31,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     state = train(config, args.data, args.out, overwrite=args.overwrite, console=console, progress=not args.no_progress)
     criterion = config.select if state["history"] and "val_loss" in state["history"][-1] else "training loss"
     best = f"; best.safetensors is epoch {state['best_epoch']} (by {criterion})" if state.get("best_epoch") else ""
+    if state.get("best_repair_epoch"):
+        best += f", best_repair.safetensors epoch {state['best_repair_epoch']} (by validation repair loss)"
     console.print(f"{args.out}: {state['epoch']} epochs done{best}")
     return 0
 
@@ -122,7 +124,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--run", required=True)
     p.add_argument("--data", required=True)
     p.add_argument("--split", help="comma list of splits (default: every non-empty split but train)")
-    p.add_argument("--checkpoint", choices=("best", "last"), default="best")
+    p.add_argument(
+        "--checkpoint", choices=("best", "last"), default="best",
+        help="best: pattern heads from best.safetensors, repair from best_repair.safetensors (default); last: both from last",
+    )
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
     p.set_defaults(func=cmd_eval)
 
@@ -134,7 +139,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     group.add_argument("--remove", metavar="PATTERN")
     p.add_argument("--data", help="zoo folder (default: the one the run was trained on)")
     p.add_argument("--strength", type=float, default=1.0, help="multiple of the pattern direction to move (default 1)")
-    p.add_argument("--checkpoint", choices=("best", "last"), default="best")
+    p.add_argument(
+        "--checkpoint", choices=("best", "repair", "last"), default="best",
+        help="repair: the epoch with the best validation repair loss (decodes better, reads patterns worse)",
+    )
     p.add_argument("--save", metavar="FILE", help="write the edited weights as safetensors (architecture in the metadata)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_edit)

@@ -41,7 +41,7 @@ from zoo.readers.interpreter.metrics import (
     with_corrupted,
 )
 from zoo.readers.interpreter.model import NEVER, subject_logits
-from zoo.readers.interpreter.train import AdamW, Predictions, load_model, predict, resolve_device
+from zoo.readers.interpreter.train import AdamW, Predictions, checkpoint_path, load_model, predict, resolve_device
 
 REPORT_KEYS = (
     "exact_match",
@@ -321,6 +321,11 @@ def evaluate(
     """Evaluate a run on a zoo's splits, train and score the baselines, write ``report.json`` and ``report.md``."""
     run_dir = Path(run_dir)
     model, config, description = load_model(run_dir, which)
+    # the decoder's own best epoch (see zoo.readers.interpreter.train); the same file for "last"
+    repair_which = "repair" if which == "best" else which
+    repairer = model
+    if checkpoint_path(run_dir, repair_which) != checkpoint_path(run_dir, which):
+        repairer = load_model(run_dir, repair_which)[0]
     source = open_source(data_dir)
     stored = description["data"]
     for key in ("pattern_names", "signature_stats"):
@@ -330,6 +335,7 @@ def evaluate(
         torch.set_num_threads(config.threads)
     device = resolve_device(config.device)
     model.to(device)
+    repairer.to(device)
     wanted = list(splits) if splits else [s for s in EVAL_SPLITS if source.rows(s) > 0]
     for name in wanted:
         if name not in SPLITS:
@@ -360,7 +366,9 @@ def evaluate(
         examples = list(stream(source, split))
         rows[split] = len(examples)
         log(f"{split}: {len(examples)} records")
-        pred = predict(model, batched(examples, config.eval_batch_size), device, repair=True)
+        pred = predict(model, batched(examples, config.eval_batch_size), device, repair=repairer is model)
+        if repairer is not model:
+            pred.repaired = predict(repairer, batched(examples, config.eval_batch_size), device, repair=True).repaired
         restored, side, behaviour[split] = judge_repair(pred, benchmarks)
         sets = pred.pattern_sets
         report[split] = figures(names, sets, pred.corrupted_logits, pred.accuracy, pred.examples, restored, side)
@@ -416,7 +424,10 @@ def render_markdown(
         import json
 
         state = json.loads(state_path.read_text())
-        lines.append(f"- trained {state['epoch']} epochs; best.safetensors is epoch {state.get('best_epoch')}")
+        lines.append(
+            f"- trained {state['epoch']} epochs; best.safetensors (pattern heads) is epoch {state.get('best_epoch')}, "
+            f"best_repair.safetensors (repair) epoch {state.get('best_repair_epoch') or state.get('best_epoch')}"
+        )
     lines += [
         "",
         "Repair is judged by behaviour: decoded weights loaded with `zoo.load_model`, scored on each record's clean "

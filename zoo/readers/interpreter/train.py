@@ -3,7 +3,9 @@
 A run folder holds ``config.json`` (the interpreter config and what it read: zoo id,
 pattern vocabulary, signature columns), ``last.safetensors`` (model and optimizer
 state, written atomically after every epoch), ``state.json`` (epoch, step, history),
-and ``best.safetensors`` (the model with the lowest validation loss). Rerunning
+``best.safetensors`` (the model the ``select`` criterion chose: the pattern heads'
+checkpoint) and ``best_repair.safetensors`` (the lowest validation functional repair
+loss: the decoder keeps improving after the pattern heads overfit). Rerunning
 ``train`` on the same folder resumes after the last finished epoch; the learning-rate
 schedule and the data order are functions of the step and epoch, so a resumed run
 continues as the uninterrupted one would have.
@@ -49,6 +51,8 @@ CONFIG_FILE = "config.json"
 STATE_FILE = "state.json"
 LAST_FILE = "last.safetensors"
 BEST_FILE = "best.safetensors"
+REPAIR_FILE = "best_repair.safetensors"
+CHECKPOINTS = {"best": BEST_FILE, "repair": REPAIR_FILE, "last": LAST_FILE}
 
 EpochHook = Callable[[int, dict, Path], None]
 OBJECTIVE_TERMS = ("patterns", "corrupted", "accuracy", "repair_function")
@@ -305,17 +309,24 @@ def run_config(description: dict, run_dir: str | Path) -> InterpreterConfig:
         raise InterpreterError(f"{Path(run_dir) / CONFIG_FILE}: {format_validation_error(error)}") from None
 
 
+def checkpoint_path(run_dir: str | Path, which: str = "best") -> Path:
+    """The file of checkpoint ``which`` (``best``, ``repair``, ``last``); ``repair`` falls back to
+    ``best`` (runs made before it existed, runs without validation), ``best`` to ``last``."""
+    run_dir = Path(run_dir)
+    order = {"repair": ("repair", "best", "last"), "best": ("best", "last"), "last": ("last",)}[which]
+    for name in order:
+        if (run_dir / CHECKPOINTS[name]).is_file():
+            return run_dir / CHECKPOINTS[name]
+    raise InterpreterError(f"{run_dir}: no checkpoint yet (train first)")
+
+
 def load_model(run_dir: str | Path, which: str = "best", device: torch.device | str = "cpu") -> tuple[Interpreter, InterpreterConfig, dict]:
-    """The trained interpreter of a run (``best`` falls back to ``last``), its config and run description."""
+    """The trained interpreter of a run (see ``checkpoint_path``), its config and run description."""
     run_dir = Path(run_dir)
     description = read_run(run_dir)
     config = run_config(description, run_dir)
     model = build_model(config, description["data"])
-    path = run_dir / (BEST_FILE if which == "best" else LAST_FILE)
-    if not path.is_file():
-        path = run_dir / LAST_FILE
-    if not path.is_file():
-        raise InterpreterError(f"{run_dir}: no checkpoint yet (train first)")
+    path = checkpoint_path(run_dir, which)
     state = load_file(path)
     model.load_state_dict({k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")})
     return model.to(device).eval(), config, description
@@ -332,11 +343,16 @@ def _save_atomic(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[st
     os.replace(tmp, path)
 
 
-def save_checkpoint(run_dir: Path, model: Interpreter, optimizer: AdamW, state: dict, best: bool) -> None:
+def save_checkpoint(
+    run_dir: Path, model: Interpreter, optimizer: AdamW, state: dict, best: bool, best_repair: bool = False
+) -> None:
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
-    _save_atomic({**tensors, **optimizer.state_tensors()}, run_dir / LAST_FILE, {"epoch": str(state["epoch"])})
+    epoch = {"epoch": str(state["epoch"])}
+    _save_atomic({**tensors, **optimizer.state_tensors()}, run_dir / LAST_FILE, epoch)
     if best:
-        _save_atomic(tensors, run_dir / BEST_FILE, {"epoch": str(state["epoch"])})
+        _save_atomic(tensors, run_dir / BEST_FILE, epoch)
+    if best_repair:
+        _save_atomic(tensors, run_dir / REPAIR_FILE, epoch)
     dump_json(run_dir / STATE_FILE, state)
 
 
@@ -438,7 +454,7 @@ def prepare_run(run_dir: Path, config: InterpreterConfig, source: ZooSource, ove
     """Create the run folder, or check that it holds this very run; returns the state to resume (None: fresh)."""
     description = run_description(config, source)
     if run_dir.exists() and overwrite:
-        for name in (CONFIG_FILE, STATE_FILE, LAST_FILE, BEST_FILE):
+        for name in (CONFIG_FILE, STATE_FILE, *CHECKPOINTS.values()):
             (run_dir / name).unlink(missing_ok=True)
     config_path = run_dir / CONFIG_FILE
     if config_path.is_file():
@@ -501,7 +517,10 @@ def train(
     model = build_model(config, source.describe())
     if resume is None:
         model.set_normalization(*signature_normalization(train_data))
-        state = {"epoch": 0, "step": 0, "best_val": None, "best_epoch": None, "select": config.select, "history": []}
+        state = {
+            "epoch": 0, "step": 0, "best_val": None, "best_epoch": None, "select": config.select,
+            "best_repair_val": None, "best_repair_epoch": None, "history": [],
+        }
     else:
         tensors = load_file(run_dir / LAST_FILE)
         model.load_state_dict({k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")})
@@ -563,9 +582,15 @@ def train(
             best = state["best_val"] is None or score < tuple(state["best_val"])
             if best:
                 state["best_val"], state["best_epoch"] = list(score), epoch + 1
+            repair_loss = metrics.get("val_loss_repair_function")
+            best_repair = repair_loss is not None and (
+                state.get("best_repair_val") is None or repair_loss < state["best_repair_val"]
+            )
+            if best_repair:
+                state["best_repair_val"], state["best_repair_epoch"] = repair_loss, epoch + 1
             state["epoch"] = epoch + 1
             state["history"].append(metrics)
-            save_checkpoint(run_dir, model, optimizer, state, best)
+            save_checkpoint(run_dir, model, optimizer, state, best, best_repair)
             if console is not None:
                 shown = ", ".join(
                     f"{k.removeprefix('val_')} {v:.3f}" for k, v in metrics.items() if k.startswith("val_") and not k.startswith("val_loss_")
@@ -582,6 +607,6 @@ def train(
 def copy_run(src: Path, dst: Path) -> None:
     """Copy a run folder's files (checkpoint hand-over for Ray Tune)."""
     dst.mkdir(parents=True, exist_ok=True)
-    for name in (CONFIG_FILE, STATE_FILE, LAST_FILE, BEST_FILE):
+    for name in (CONFIG_FILE, STATE_FILE, *CHECKPOINTS.values()):
         if (src / name).is_file():
             shutil.copy2(src / name, dst / name)
