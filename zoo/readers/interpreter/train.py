@@ -344,7 +344,7 @@ def _save_atomic(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[st
 
 
 def save_checkpoint(
-    run_dir: Path, model: Interpreter, optimizer: AdamW, state: dict, best: bool, best_repair: bool = False
+    run_dir: Path, model: Interpreter, optimizer: AdamW, state: dict, best: bool, best_repair: bool
 ) -> None:
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     epoch = {"epoch": str(state["epoch"])}
