@@ -42,7 +42,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     splits = [s.strip() for s in args.split.split(",") if s.strip()] if args.split else None
     console = _console()
-    report = evaluate(args.run, args.data, splits=splits, which=args.checkpoint, console=console)
+    report = evaluate(
+        args.run, args.data, splits=splits, which=args.checkpoint, refine_epochs=args.refine_epochs, console=console
+    )
     if args.json:
         print(json.dumps(report))
         return 0
@@ -127,6 +129,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--checkpoint", choices=("best", "last"), default="best",
         help="best: pattern heads from best.safetensors, repair from best_repair.safetensors (default); last: both from last",
+    )
+    p.add_argument(
+        "--refine-epochs", type=int, metavar="N",
+        help="override refine.epochs: also report repair refined by N epochs on the named pattern set's data",
     )
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
     p.set_defaults(func=cmd_eval)

@@ -103,6 +103,15 @@ class BaselineConfig(Strict):
     )
 
 
+class RefineConfig(Strict):
+    """Evaluation only: repair refined by training on the data the zoo makes for the named pattern set
+    (``zoo.readers.interpreter.refine``)."""
+
+    epochs: int = Field(0, ge=0, description="epochs of refinement; 0 reports the decoder alone")
+    train_size: int = Field(2000, ge=1, description="training sequences per model (none from its benchmark set)")
+    lr_scale: float = Field(1.0, gt=0.0, description="multiple of the learning rate the subject was trained with")
+
+
 class InterpreterConfig(Strict):
     seed: int = Field(0, ge=0)
     # the cosine schedule spans the run; the pattern heads and the decoder each keep their best
@@ -126,6 +135,7 @@ class InterpreterConfig(Strict):
     optimizer: OptimizerConfig = OptimizerConfig()
     data: DataConfig = DataConfig()
     baselines: BaselineConfig = BaselineConfig()
+    refine: RefineConfig = RefineConfig()
 
 
 def load_interpreter_config(path: str | Path | None = None, overrides: dict | None = None) -> InterpreterConfig:

@@ -5,7 +5,10 @@
 rate), and holds the baselines under ``baselines`` (``weight_statistics`` and
 ``output_only``, each mapping splits to exactly ``REPORT_KEYS``; they do not repair, so their
 repair figures are null), and under ``ensembles`` the same for ``interpreter+output_only``:
-the interpreter's probabilities averaged with the output-only baseline's. ``RUN/report.md``
+the interpreter's probabilities averaged with the output-only baseline's. With
+``refine.epochs`` > 0 each split also holds ``refined_repair``: repair figures after
+refinement on the named set's data (``zoo.readers.interpreter.refine``), started from the
+decoded weights and from the degraded ones. ``RUN/report.md``
 shows the same figures as tables and says how far the interpreter is above each baseline.
 
 Repair is judged by behaviour: the decoded weights are loaded with ``zoo.load_model``
@@ -28,7 +31,7 @@ import torch.nn.functional as F
 
 from zoo.config import ACTIVATIONS
 from zoo.readers.interpreter import InterpreterError
-from zoo.readers.interpreter.config import BaselineConfig
+from zoo.readers.interpreter.config import BaselineConfig, RefineConfig
 from zoo.readers.interpreter.data import SPLITS, Example, ZooSource, batched, collate, dump_json, one_hot, open_source, stream
 from zoo.readers.interpreter.metrics import (
     exact_match,
@@ -41,6 +44,7 @@ from zoo.readers.interpreter.metrics import (
     with_corrupted,
 )
 from zoo.readers.interpreter.model import NEVER, subject_logits
+from zoo.readers.interpreter.refine import Plans, refine
 from zoo.readers.interpreter.train import AdamW, Predictions, checkpoint_path, load_model, predict, resolve_device
 
 REPORT_KEYS = (
@@ -130,45 +134,31 @@ def by_corruption_rate(
 # ---------------------------------------------------------------- repair, by behaviour
 
 
-class Benchmarks:
-    """Each batch's clean benchmark set, rebuilt from the zoo config (cached per batch)."""
-
-    def __init__(self, source: ZooSource):
-        self.config = source.config
-        self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-
-    def __call__(self, batch_id: int) -> tuple[np.ndarray, np.ndarray]:
-        if batch_id not in self._cache:
-            from zoo.factory.plan import plan_batch
-
-            bench = plan_batch(self.config, batch_id).data.benchmark
-            self._cache[batch_id] = (bench.tokens, bench.pattern)
-        return self._cache[batch_id]
-
-
-def judge_repair(pred: Predictions, benchmarks: Benchmarks) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
+def judge_repair(
+    examples: list[Example], repaired: list[np.ndarray], plans: Plans
+) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
     """Per model: share restored and side effect (``repair_figures``); plus mean accuracies of the
     degraded, repaired and clean models on the benchmark negatives and overall (for report.md)."""
     from zoo import load_model as load_subject
     from zoo.subjects.evaluate import score
 
-    repaired, degraded, clean, corrupted = [], [], [], []
+    scored, degraded, clean, corrupted = [], [], [], []
     negatives, overall = [], []
-    for example, weights in zip(pred.examples, pred.repaired or []):
-        tokens, pattern = benchmarks(example.batch_id)
+    for example, weights in zip(examples, repaired):
+        bench = plans(example.batch_id).data.benchmark
         n = len(example.patterns)
         subject = load_subject({"architecture": example.architecture.to_dict(), "clean_weights": weights}, "clean")
         with torch.no_grad():
-            logits = subject(torch.as_tensor(tokens)).numpy()
-        scores = score(logits[None], pattern[None], n)
-        repaired.append(scores.pattern_accuracy[0])
+            logits = subject(torch.as_tensor(bench.tokens)).numpy()
+        scores = score(logits[None], bench.pattern[None], n)
+        scored.append(scores.pattern_accuracy[0])
         negatives.append(float(scores.negative_accuracy[0]))
         overall.append(float(scores.accuracy[0]))
         degraded.append(np.asarray(example.metrics["degraded_pattern_accuracy"], dtype=np.float64))
         clean.append(np.asarray(example.metrics["clean_pattern_accuracy"], dtype=np.float64))
         corrupted.append(example.patterns.index(example.metrics["corrupted_pattern"]))
-    restored, side = repair_figures(repaired, degraded, clean, corrupted)
-    m = pred.examples
+    restored, side = repair_figures(scored, degraded, clean, corrupted)
+    m = examples
     extra = {
         "negatives_degraded": float(np.mean([e.metrics["degraded_negative_accuracy"] for e in m])) if m else float("nan"),
         "negatives_repaired": float(np.mean(negatives)) if negatives else float("nan"),
@@ -178,6 +168,27 @@ def judge_repair(pred: Predictions, benchmarks: Benchmarks) -> tuple[np.ndarray,
         "accuracy_clean": float(np.mean([e.metrics["clean_accuracy"] for e in m])) if m else float("nan"),
     }
     return restored, side, extra
+
+
+def refined_repair(
+    pred: Predictions, names: tuple[str, ...], plans: Plans, config: RefineConfig, device: torch.device, seed: int
+) -> dict[str, dict[str, float]]:
+    """Repair figures after refinement on the named sets' data, from the decoded and (control) the degraded weights."""
+    named = [[names[j] for j in np.flatnonzero(row)] for row in pred.pattern_sets]
+    starts = {"decoded": pred.repaired or [], "degraded": [e.degraded for e in pred.examples]}
+    out = {}
+    for start, weights in starts.items():
+        refined = refine(pred.examples, weights, named, plans, config, device, seed)
+        restored, side, extra = judge_repair(pred.examples, refined, plans)
+        out[start] = _clean(
+            {
+                "repair_restored": nanmean(restored),
+                "repair_side_effect": nanmean(side),
+                "negatives": extra["negatives_repaired"],
+                "accuracy": extra["accuracy_repaired"],
+            }
+        )
+    return out
 
 
 # ---------------------------------------------------------------- baselines
@@ -316,11 +327,19 @@ def evaluate(
     *,
     splits: list[str] | None = None,
     which: str = "best",
+    refine_epochs: int | None = None,
     console=None,
 ) -> dict:
-    """Evaluate a run on a zoo's splits, train and score the baselines, write ``report.json`` and ``report.md``."""
+    """Evaluate a run on a zoo's splits, train and score the baselines, write ``report.json`` and ``report.md``.
+
+    ``refine_epochs`` overrides the run's ``refine.epochs``.
+    """
     run_dir = Path(run_dir)
     model, config, description = load_model(run_dir, which)
+    if refine_epochs is not None:
+        if refine_epochs < 0:
+            raise InterpreterError(f"--refine-epochs: must be 0 or more, got {refine_epochs}")
+        config = config.model_copy(update={"refine": config.refine.model_copy(update={"epochs": refine_epochs})})
     # the decoder's own best epoch (see zoo.readers.interpreter.train); the same file for "last"
     repair_which = "repair" if which == "best" else which
     repairer = model
@@ -355,7 +374,7 @@ def evaluate(
         for name in BASELINES
     }
     del train_examples, train_features
-    benchmarks = Benchmarks(source)
+    plans = Plans(source.config)
     rates = source.config.corruption.rate
     report: dict = {}
     base_report: dict = {name: {} for name in BASELINES}
@@ -369,9 +388,12 @@ def evaluate(
         pred = predict(model, batched(examples, config.eval_batch_size), device, repair=repairer is model)
         if repairer is not model:
             pred.repaired = predict(repairer, batched(examples, config.eval_batch_size), device, repair=True).repaired
-        restored, side, behaviour[split] = judge_repair(pred, benchmarks)
+        restored, side, behaviour[split] = judge_repair(pred.examples, pred.repaired or [], plans)
         sets = pred.pattern_sets
         report[split] = figures(names, sets, pred.corrupted_logits, pred.accuracy, pred.examples, restored, side)
+        if config.refine.epochs:
+            log(f"{split}: refining the repairs ({config.refine.epochs} epochs on the named sets' data)")
+            report[split]["refined_repair"] = refined_repair(pred, names, plans, config.refine, device, config.seed)
         report[split]["by_corruption_rate"] = by_corruption_rate(
             pred.examples, sets, pred.corrupted_logits, restored, rates.min, rates.max
         )
@@ -484,6 +506,25 @@ def render_markdown(
                 f"| {split} | {_fmt(b['negatives_degraded'])} | {_fmt(b['negatives_repaired'])} | {_fmt(b['negatives_clean'])} | "
                 f"{_fmt(b['accuracy_degraded'])} | {_fmt(b['accuracy_repaired'])} | {_fmt(b['accuracy_clean'])} |"
             )
+    refined = [s for s in splits if "refined_repair" in report[s]]
+    if refined:
+        lines += [
+            "",
+            "## Repair refined on the named pattern set",
+            "",
+            "Each model trained further on the data the zoo makes for the pattern set the interpreter names "
+            "(none of it from the record's benchmark set), starting from the decoded weights and, as a control, "
+            "from the degraded ones. Negatives and overall: benchmark accuracy after refinement.",
+            "",
+            "| split | start | repair restored | repair side effect | negatives | overall |",
+            "|---|---|---|---|---|---|",
+        ]
+        for split in refined:
+            for start, fig in report[split]["refined_repair"].items():
+                lines.append(
+                    f"| {split} | {start} | {_fmt(fig['repair_restored'])} | {_fmt(fig['repair_side_effect'])} | "
+                    f"{_fmt(fig['negatives'])} | {_fmt(fig['accuracy'])} |"
+                )
     lines += [
         "",
         "## By corruption rate (interpreter)",

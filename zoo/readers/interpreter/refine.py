@@ -1,0 +1,114 @@
+"""Repair refined by the interpreter's reading: fine-tune the decoded weights on the named set's data.
+
+The decoder repairs in one forward pass and restores less the more of a pattern's labels
+were flipped. The interpreter's other output, the pattern set it names, is a complete
+specification of what the clean model was trained to do: the zoo's sampler makes training
+data for any set. Refinement trains each repaired model for a few epochs on such data,
+with the population trainer (all models of a split in a few batched computations).
+
+The data is the zoo's own recipe for the *named* set (``PatternSampler.batch_data``, a
+seed per record), with every sequence of the record's benchmark set removed, so the judge
+stays held out. The same refinement started from the degraded weights is the control that
+shows what the decoder adds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from zoo.config import ZooConfig
+from zoo.factory.plan import BatchPlan, batch_seed, plan_batch
+from zoo.patterns.sampler import LabelledSet, sampler_for
+from zoo.readers.interpreter.config import RefineConfig
+from zoo.readers.interpreter.data import Example
+from zoo.subjects.population import to_weights
+from zoo.subjects.train import SubjectJob, train_subjects
+
+
+class Plans:
+    """Each batch's plan, rebuilt from the zoo config (cached per batch id)."""
+
+    def __init__(self, config: ZooConfig):
+        self.config = config
+        self._cache: dict[int, BatchPlan] = {}
+
+    def __call__(self, batch_id: int) -> BatchPlan:
+        if batch_id not in self._cache:
+            self._cache[batch_id] = plan_batch(self.config, batch_id)
+        return self._cache[batch_id]
+
+
+def sequence_keys(tokens: np.ndarray, vocab_size: int) -> np.ndarray:
+    """One integer per sequence (its tokens as base-``vocab_size`` digits)."""
+    powers = vocab_size ** np.arange(tokens.shape[1], dtype=np.int64)
+    return tokens.astype(np.int64) @ powers
+
+
+def outside(split: LabelledSet, held_out: np.ndarray, size: int, vocab_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``size`` sequences of ``split`` not in ``held_out``, with their labels.
+
+    Fewer are left only when nearly all of a split is held out; the rest repeat (cyclically)
+    so every model of a population gets the same number of rows.
+    """
+    keep = ~np.isin(sequence_keys(split.tokens, vocab_size), sequence_keys(held_out, vocab_size))
+    tokens, labels = split.tokens[keep], split.labels[keep]
+    if len(tokens) == 0:
+        raise ValueError("every sequence of the refinement data is in the benchmark set")
+    take = np.arange(size) % len(tokens)
+    return tokens[take], labels[take]
+
+
+def refine_job(
+    example: Example, start: np.ndarray, named: Sequence[str], plans: Plans, config: RefineConfig, seed: int
+) -> SubjectJob:
+    """Train ``start`` (flat weights of ``example``'s architecture) on the data the zoo makes for ``named``."""
+    zoo = plans.config
+    plan = plans(example.batch_id)
+    data_seed = batch_seed(seed, 1_000_003 * example.batch_id + example.pair_index)
+    data = sampler_for(zoo.patterns).batch_data(tuple(named), data_seed)
+    bench = plan.data.benchmark.tokens
+    vocab = zoo.patterns.vocab_size
+    train_tokens, train_labels = outside(data.train, bench, config.train_size, vocab)
+    val_tokens, val_labels = outside(data.val, bench, len(data.val.tokens), vocab)
+    return SubjectJob(
+        architecture=example.architecture,
+        init_seed=0,
+        order_seed=data_seed,
+        lr=plan.lr * config.lr_scale,
+        train_tokens=train_tokens,
+        train_labels=train_labels,
+        val_tokens=val_tokens,
+        val_labels=val_labels,
+        init=np.asarray(start, dtype=np.float32),
+    )
+
+
+def refine(
+    examples: list[Example],
+    starts: list[np.ndarray],
+    named_sets: list[Sequence[str]],
+    plans: Plans,
+    config: RefineConfig,
+    device: torch.device,
+    seed: int,
+) -> list[np.ndarray]:
+    """Flat weights of every ``starts[i]`` after ``config.epochs`` on ``named_sets[i]``'s data.
+
+    A named set the sampler makes no data for (none at all, or patterns whose positives all
+    lie inside each other's) leaves its model unchanged.
+    """
+    out = [np.asarray(s, dtype=np.float32) for s in starts]
+    todo, jobs = [], []
+    for i, named in enumerate(named_sets):
+        try:
+            jobs.append(refine_job(examples[i], starts[i], named, plans, config, seed))
+        except ValueError:
+            continue
+        todo.append(i)
+    for group in train_subjects(jobs, plans.config.training, device, epochs=config.epochs):
+        for slot, weights in zip(group.indices, to_weights(group.population)):
+            out[todo[slot]] = weights
+    return out
