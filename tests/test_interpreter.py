@@ -279,7 +279,7 @@ def test_eval_writes_report_with_the_listed_keys(interp_run, interp_zoo, capsys)
     report = json.loads((interp_run / "report.json").read_text())
     assert set(report) == {"validation", "test", "baselines", "ensembles"}
     for split in ("validation", "test"):
-        assert set(report[split]) == {*REPORT_KEYS, "by_corruption_rate"}
+        assert set(report[split]) == {*REPORT_KEYS, "by_corruption_rate", "refined_repair"}
         assert 0.0 <= report[split]["macro_f1"] <= 1.0
         assert report[split]["repair_side_effect"] is not None
         for baseline in ("weight_statistics", "output_only"):

@@ -107,8 +107,10 @@ class RefineConfig(Strict):
     """Evaluation only: repair refined by training on the data the zoo makes for the named pattern set
     (``zoo.readers.interpreter.refine``)."""
 
-    epochs: int = Field(0, ge=0, description="epochs of refinement; 0 reports the decoder alone")
-    train_size: int = Field(2000, ge=1, description="training sequences per model (none from its benchmark set)")
+    epochs: int = Field(5, ge=0, description="epochs of refinement; 0 reports the decoder alone")
+    train_size: int | None = Field(
+        None, ge=1, description="training sequences per model, none from its benchmark set; None: the zoo's train_size"
+    )
     lr_scale: float = Field(1.0, gt=0.0, description="multiple of the learning rate the subject was trained with")
 
 

@@ -71,7 +71,8 @@ def refine_job(
     data = sampler_for(zoo.patterns).batch_data(tuple(named), data_seed)
     bench = plan.data.benchmark.tokens
     vocab = zoo.patterns.vocab_size
-    train_tokens, train_labels = outside(data.train, bench, config.train_size, vocab)
+    size = config.train_size or zoo.patterns.train_size
+    train_tokens, train_labels = outside(data.train, bench, size, vocab)
     val_tokens, val_labels = outside(data.val, bench, len(data.val.tokens), vocab)
     return SubjectJob(
         architecture=example.architecture,
