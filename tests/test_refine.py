@@ -88,6 +88,7 @@ def test_eval_reports_refined_repair_from_the_decoded_and_the_degraded_weights(i
     shutil.copytree(interp_run, run)
     code, out, err = run_cli(capsys, "interpret", "eval", "--run", run, "--data", interp_zoo, "--split", "test", "--refine-epochs", "3")
     assert code == 0, err
+    assert "repair refined on the named pattern set" in out
     test = json.loads((run / "report.json").read_text())["test"]
     assert set(test["refined_repair"]) == {"decoded", "degraded"}
     for figures in test["refined_repair"].values():

@@ -67,6 +67,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
                 fmt(f["accuracy_mae"]), fmt(f["repair_restored"]), fmt(f["repair_side_effect"]),
             )
     console.print(table)
+    refined = [split for split in split_names(report) if "refined_repair" in report[split]]
+    if refined:
+        table = Table(title="repair refined on the named pattern set's data")
+        for column in ("split", "start", "restored", "side effect", "negatives", "overall"):
+            table.add_column(column, justify="left" if column in ("split", "start") else "right")
+        for split in refined:
+            for start, f in report[split]["refined_repair"].items():
+                table.add_row(
+                    split, start, fmt(f["repair_restored"]), fmt(f["repair_side_effect"]), fmt(f["negatives"]), fmt(f["accuracy"])
+                )
+        console.print(table)
     console.print(f"wrote {args.run}/report.md and {args.run}/report.json")
     return 0
 
