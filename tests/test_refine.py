@@ -95,6 +95,7 @@ def test_eval_reports_refined_repair_from_the_decoded_and_the_degraded_weights(i
         assert set(figures) == {"repair_restored", "repair_side_effect", "negatives", "accuracy"}
         assert 0.0 <= figures["accuracy"] <= 1.0
     assert test["refined_repair"]["decoded"] != test["refined_repair"]["degraded"]
+    assert any(row["refined_restored"] is not None for row in test["by_corruption_rate"])
     assert "## Repair refined on the named pattern set" in (run / "report.md").read_text()
 
 
@@ -105,7 +106,9 @@ def test_eval_without_refinement_reports_no_refined_repair(interp_run, interp_zo
 
     run = tmp_path / "run"
     shutil.copytree(interp_run, run)
-    assert "refined_repair" not in evaluate(run, interp_zoo, splits=["test"], refine_epochs=0)["test"]
+    test = evaluate(run, interp_zoo, splits=["test"], refine_epochs=0)["test"]
+    assert "refined_repair" not in test
+    assert all("refined_restored" not in row for row in test["by_corruption_rate"])
     assert "Repair refined" not in (run / "report.md").read_text()
 
 

@@ -97,12 +97,13 @@ def by_corruption_rate(
     examples: list[Example],
     pattern_sets: np.ndarray,
     corrupted_logits: np.ndarray,
-    restored: np.ndarray,
+    restored: dict[str, np.ndarray],
     low: float,
     high: float,
     bins: int = 4,
 ) -> list[dict]:
-    """Exact match, corrupted-pattern accuracy and repair per equal bin of the corruption rate.
+    """Exact match, corrupted-pattern accuracy and each repair's share restored (``restored``:
+    per-model arrays by report key) per equal bin of the corruption rate.
 
     The more of a pattern's labels were flipped, the more its degraded model looks like one
     never trained on it; this table shows how much of what the interpreter misses is that.
@@ -124,7 +125,7 @@ def by_corruption_rate(
                     "records": int(mine.sum()),
                     "exact_match": exact_match(pattern_sets[mine], truth[mine]),
                     "corrupted_pattern_accuracy": top1(corrupted_logits[mine], corrupted[mine]),
-                    "repair_restored": nanmean(restored[mine]),
+                    **{key: nanmean(values[mine]) for key, values in restored.items()},
                 }
             )
         )
@@ -172,14 +173,16 @@ def judge_repair(
 
 def refined_repair(
     pred: Predictions, names: tuple[str, ...], plans: Plans, config: RefineConfig, device: torch.device, seed: int
-) -> dict[str, dict[str, float]]:
-    """Repair figures after refinement on the named sets' data, from the decoded and (control) the degraded weights."""
+) -> tuple[dict[str, dict[str, float]], dict[str, np.ndarray]]:
+    """Repair figures after refinement on the named sets' data, from the decoded and (control) the degraded
+    weights; and per start, each model's share restored."""
     named = [[names[j] for j in np.flatnonzero(row)] for row in pred.pattern_sets]
     starts = {"decoded": pred.repaired or [], "degraded": [e.degraded for e in pred.examples]}
-    out = {}
+    out, per_model = {}, {}
     for start, weights in starts.items():
         refined = refine(pred.examples, weights, named, plans, config, device, seed)
         restored, side, extra = judge_repair(pred.examples, refined, plans)
+        per_model[start] = restored
         out[start] = _clean(
             {
                 "repair_restored": nanmean(restored),
@@ -188,7 +191,7 @@ def refined_repair(
                 "accuracy": extra["accuracy_repaired"],
             }
         )
-    return out
+    return out, per_model
 
 
 # ---------------------------------------------------------------- baselines
@@ -391,11 +394,14 @@ def evaluate(
         restored, side, behaviour[split] = judge_repair(pred.examples, pred.repaired or [], plans)
         sets = pred.pattern_sets
         report[split] = figures(names, sets, pred.corrupted_logits, pred.accuracy, pred.examples, restored, side)
+        per_model = {"repair_restored": restored}
         if config.refine.epochs:
             log(f"{split}: refining the repairs ({config.refine.epochs} epochs on the named sets' data)")
-            report[split]["refined_repair"] = refined_repair(pred, names, plans, config.refine, device, config.seed)
+            refined, restored_by_start = refined_repair(pred, names, plans, config.refine, device, config.seed)
+            report[split]["refined_repair"] = refined
+            per_model["refined_restored"] = restored_by_start["decoded"]
         report[split]["by_corruption_rate"] = by_corruption_rate(
-            pred.examples, sets, pred.corrupted_logits, restored, rates.min, rates.max
+            pred.examples, sets, pred.corrupted_logits, per_model, rates.min, rates.max
         )
         features = _feature_sets(source, pred.examples)
         for name, baseline in baselines.items():
@@ -532,14 +538,15 @@ def render_markdown(
         "Share of the corrupted pattern's labels that were flipped. Near 1 a degraded model was trained to reject the "
         "pattern outright, and its having been trained on it is hard to see.",
         "",
-        "| split | rate | records | exact match | corrupted acc. | repair restored |",
-        "|---|---|---|---|---|---|",
+        "| split | rate | records | exact match | corrupted acc. | repair restored | refined restored |",
+        "|---|---|---|---|---|---|---|",
     ]
     for split in splits:
         for row in report[split].get("by_corruption_rate", []):
             lines.append(
                 f"| {split} | {row['rate']} | {row['records']} | {_fmt(row['exact_match'])} | "
-                f"{_fmt(row['corrupted_pattern_accuracy'])} | {_fmt(row['repair_restored'])} |"
+                f"{_fmt(row['corrupted_pattern_accuracy'])} | {_fmt(row['repair_restored'])} | "
+                f"{_fmt(row.get('refined_restored'))} |"
             )
     lines += ["", "## Per-pattern F1 (interpreter)", "", "| pattern | " + " | ".join(splits) + " |", "|---|" + "---|" * len(splits)]
     patterns = sorted({p for s in splits for p in report[s]["per_pattern_f1"]}, key=source.pattern_names.index)
