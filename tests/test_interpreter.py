@@ -277,7 +277,8 @@ def test_eval_writes_report_with_the_listed_keys(interp_run, interp_zoo, capsys)
     code, out, err = run_cli(capsys, "interpret", "eval", "--run", interp_run, "--data", interp_zoo, "--split", "validation,test")
     assert code == 0, err
     report = json.loads((interp_run / "report.json").read_text())
-    assert set(report) == {"validation", "test", "baselines", "ensembles"}
+    assert set(report) == {"validation", "test", "baselines", "ensembles", "thresholds"}
+    assert set(report["thresholds"]) == {"interpreter", "weight_statistics", "output_only", "interpreter+output_only"}
     for split in ("validation", "test"):
         assert set(report[split]) == {*REPORT_KEYS, "by_corruption_rate", "refined_repair"}
         assert 0.0 <= report[split]["macro_f1"] <= 1.0
@@ -397,16 +398,45 @@ def test_the_ensemble_averages_the_interpreter_with_the_output_only_reader():
     def softmax(z):
         return np.exp(z) / np.exp(z).sum()
 
-    sets, _, accuracy = ensemble(interpreter, baseline, features, weight=1.0)
-    np.testing.assert_array_equal(sets, [[1, 0, 0]])
+    probs, _, accuracy = ensemble(interpreter, baseline, features, weight=1.0)
+    np.testing.assert_allclose(probs, interpreter.pattern_probs)
     assert accuracy[0] == pytest.approx(0.8)
-    sets, _, _ = ensemble(interpreter, baseline, features, weight=0.0)
-    np.testing.assert_array_equal(sets, baseline.predict(features)[0])
-    np.testing.assert_array_equal(sets, [[1, 1, 0]])  # the undrawn pattern 2 is never named
-    sets, corrupted, accuracy = ensemble(interpreter, baseline, features, weight=0.5)
-    np.testing.assert_array_equal(sets, [[1, 1, 0]])  # pattern 1: (0.4 + 0.73) / 2 > 0.5
+    probs, _, _ = ensemble(interpreter, baseline, features, weight=0.0)
+    np.testing.assert_allclose(probs, baseline.probabilities(features)[0])
+    np.testing.assert_array_equal(probs > 0.5, [[1, 1, 0]])  # the undrawn pattern 2 is never named
+    probs, corrupted, accuracy = ensemble(interpreter, baseline, features, weight=0.5)
+    np.testing.assert_array_equal(probs > 0.5, [[1, 1, 0]])  # pattern 1: (0.4 + 0.73) / 2 > 0.5
     expected = 0.5 * softmax(np.array([2.0, 0.0, -30.0])) + 0.5 * softmax(np.array([0.0, 0.5, -30.0]))
     np.testing.assert_allclose(np.exp(corrupted[0]), expected, atol=1e-6)
     assert accuracy[0] == pytest.approx(0.65)
-    sets, _, _ = ensemble(interpreter, baseline, features, weight=0.8)
-    np.testing.assert_array_equal(sets, [[1, 0, 0]])  # pattern 1: 0.8 * 0.4 + 0.2 * 0.73 < 0.5
+    probs, _, _ = ensemble(interpreter, baseline, features, weight=0.8)
+    np.testing.assert_array_equal(probs > 0.5, [[1, 0, 0]])  # pattern 1: 0.8 * 0.4 + 0.2 * 0.73 < 0.5
+
+
+def test_the_set_threshold_is_the_grid_value_with_the_best_exact_match():
+    """A middling set probability on a pattern the corrupted head already names is an error at 0.5, not at 0.7."""
+    from zoo.readers.interpreter.metrics import choose_threshold
+
+    probs = np.array([[0.99, 0.6, 0.1], [0.99, 0.1, 0.65], [0.99, 0.95, 0.1]])
+    corrupted = np.array([[0.0, 0.0, 5.0], [0.0, 5.0, 0.0], [0.0, 5.0, 0.0]])
+    truth = np.array([[1, 0, 1], [1, 1, 0], [1, 1, 0]])
+    assert choose_threshold(probs, corrupted, truth, grid=(0.5, 0.7, 0.99)) == 0.7
+    assert choose_threshold(probs, corrupted, truth, grid=(0.8, 0.7)) == 0.8  # a tie: the first in the grid
+
+
+def test_eval_uses_a_fixed_set_threshold_when_the_config_gives_one(interp_run, interp_zoo, tmp_path):
+    import shutil
+
+    from zoo.readers.interpreter.evaluate import evaluate
+
+    run = tmp_path / "run"
+    shutil.copytree(interp_run, run)
+    chosen = evaluate(run, interp_zoo, splits=["test"], refine_epochs=0)["thresholds"]
+    assert all(t in (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99) for t in chosen.values())
+    path = run / "config.json"
+    stored = json.loads(path.read_text())
+    stored["interpreter"]["set_threshold"] = 0.999
+    path.write_text(json.dumps(stored))
+    report = evaluate(run, interp_zoo, splits=["test"], refine_epochs=0)
+    assert set(report["thresholds"].values()) == {0.999}
+    assert report["test"]["macro_f1"] <= 1.0

@@ -132,6 +132,12 @@ class InterpreterConfig(Strict):
         "terms make the loss rise once the decoder overfits while the pattern heads still improve. "
         "May change when a run resumes: the choice then starts afresh",
     )
+    set_threshold: float | None = Field(
+        None, gt=0.0, lt=1.0,
+        description="evaluation: the probability above which a pattern joins a predicted set (the corrupted "
+        "head's pattern always does); None: chosen per reader (interpreter, baselines, ensemble) on the "
+        "validation split from metrics.THRESHOLDS",
+    )
     model: ModelConfig = ModelConfig()
     loss: LossConfig = LossConfig()
     optimizer: OptimizerConfig = OptimizerConfig()

@@ -8,7 +8,9 @@ repair figures are null), and under ``ensembles`` the same for ``interpreter+out
 the interpreter's probabilities averaged with the output-only baseline's. With
 ``refine.epochs`` > 0 each split also holds ``refined_repair``: repair figures after
 refinement on the named set's data (``zoo.readers.interpreter.refine``), started from the
-decoded weights and from the degraded ones. ``RUN/report.md``
+decoded weights and from the degraded ones. ``thresholds`` holds each reader's set
+threshold (``set_threshold``, or chosen on the validation split: ``metrics.choose_threshold``).
+``RUN/report.md``
 shows the same figures as tables and says how far the interpreter is above each baseline.
 
 Repair is judged by behaviour: the decoded weights are loaded with ``zoo.load_model``
@@ -31,9 +33,10 @@ import torch.nn.functional as F
 
 from zoo.config import ACTIVATIONS
 from zoo.readers.interpreter import InterpreterError
-from zoo.readers.interpreter.config import BaselineConfig, RefineConfig
+from zoo.readers.interpreter.config import BaselineConfig, InterpreterConfig, RefineConfig
 from zoo.readers.interpreter.data import SPLITS, Example, ZooSource, batched, collate, dump_json, one_hot, open_source, stream
 from zoo.readers.interpreter.metrics import (
+    choose_threshold,
     exact_match,
     macro_f1,
     mae,
@@ -172,11 +175,10 @@ def judge_repair(
 
 
 def refined_repair(
-    pred: Predictions, names: tuple[str, ...], plans: Plans, config: RefineConfig, device: torch.device, seed: int
+    pred: Predictions, named: list[list[str]], plans: Plans, config: RefineConfig, device: torch.device, seed: int
 ) -> tuple[dict[str, dict[str, float]], dict[str, np.ndarray]]:
-    """Repair figures after refinement on the named sets' data, from the decoded and (control) the degraded
+    """Repair figures after refinement on the ``named`` sets' data, from the decoded and (control) the degraded
     weights; and per start, each model's share restored."""
-    named = [[names[j] for j in np.flatnonzero(row)] for row in pred.pattern_sets]
     starts = {"decoded": pred.repaired or [], "degraded": [e.degraded for e in pred.examples]}
     out, per_model = {}, {}
     for start, weights in starts.items():
@@ -234,6 +236,9 @@ def output_logits(examples: list[Example], probe_tokens: np.ndarray, vocab_size:
     return np.concatenate(out) if out else np.zeros((0, len(probe_tokens)), dtype=np.float32)
 
 
+Readout = tuple[np.ndarray, np.ndarray, np.ndarray]  # set probabilities [n, V], corrupted logits [n, V], accuracy [n]
+
+
 @dataclass
 class BaselineModel:
     """A small MLP with the interpreter's three heads, on fixed features."""
@@ -282,9 +287,9 @@ class BaselineModel:
         corrupted[:, self.undrawn] = NEVER
         return patterns, corrupted, _sigmoid(out[:, -1])
 
-    def predict(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def probabilities(self, features: np.ndarray) -> Readout:
         patterns, corrupted, accuracy = self.outputs(features)
-        return with_corrupted(patterns > 0, corrupted), corrupted, accuracy
+        return _sigmoid(patterns), corrupted, accuracy
 
 
 def _sigmoid(logits: np.ndarray) -> np.ndarray:
@@ -296,10 +301,8 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(1, keepdims=True)
 
 
-def ensemble(
-    pred: Predictions, baseline: BaselineModel, features: np.ndarray, weight: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pattern sets, corrupted-pattern log-probabilities and accuracy of the interpreter averaged with a baseline.
+def ensemble(pred: Predictions, baseline: BaselineModel, features: np.ndarray, weight: float) -> Readout:
+    """Set probabilities, corrupted-pattern log-probabilities and accuracy of the interpreter averaged with a baseline.
 
     The interpreter reads neuron signatures and the output-only baseline the subject's
     answers on the probes; they err on different models (the baseline names the corrupted
@@ -308,7 +311,16 @@ def ensemble(
     patterns, corrupted, accuracy = baseline.outputs(features)
     pattern_probs = weight * pred.pattern_probs + (1.0 - weight) * _sigmoid(patterns)
     corrupted = np.log(weight * _softmax(pred.corrupted_logits) + (1.0 - weight) * _softmax(corrupted) + 1e-12)
-    return with_corrupted(pattern_probs > 0.5, corrupted), corrupted, weight * pred.accuracy + (1.0 - weight) * accuracy
+    return pattern_probs, corrupted, weight * pred.accuracy + (1.0 - weight) * accuracy
+
+
+def readouts(pred: Predictions, features: dict[str, np.ndarray], baselines: dict[str, BaselineModel], weight: float) -> dict[str, Readout]:
+    """Every reader's outputs on the same examples: the interpreter, the baselines, the ensemble."""
+    out = {"interpreter": (pred.pattern_probs, pred.corrupted_logits, pred.accuracy)}
+    for name, baseline in baselines.items():
+        out[name] = baseline.probabilities(features[name])
+    out[ENSEMBLE] = ensemble(pred, baselines["output_only"], features["output_only"], weight)
+    return out
 
 
 # ---------------------------------------------------------------- the report
@@ -322,6 +334,22 @@ def _feature_sets(source: ZooSource, examples: list[Example]) -> dict[str, np.nd
         "weight_statistics": weight_statistics(examples, source.config.architecture.layers.max),
         "output_only": output_logits(examples, probe.tokens, source.config.patterns.vocab_size),
     }
+
+
+def set_thresholds(
+    config: InterpreterConfig, source: ZooSource, model, baselines: dict[str, BaselineModel], device: torch.device
+) -> dict[str, float]:
+    """Each reader's set threshold: ``config.set_threshold``, else chosen on the validation split (0.5 without one)."""
+    readers = ("interpreter", *BASELINES, ENSEMBLE)
+    if config.set_threshold is not None:
+        return {name: config.set_threshold for name in readers}
+    split = config.data.val_split
+    if source.rows(split) == 0:
+        return {name: 0.5 for name in readers}
+    examples = list(stream(source, split))
+    pred = predict(model, batched(examples, config.eval_batch_size), device)
+    outputs = readouts(pred, _feature_sets(source, examples), baselines, config.baselines.ensemble_weight)
+    return {name: choose_threshold(probs, corrupted, pred.targets) for name, (probs, corrupted, _) in outputs.items()}
 
 
 def evaluate(
@@ -377,6 +405,8 @@ def evaluate(
         for name in BASELINES
     }
     del train_examples, train_features
+    thresholds = set_thresholds(config, source, model, baselines, device)
+    log("set thresholds: " + ", ".join(f"{name} {t}" for name, t in thresholds.items()))
     plans = Plans(source.config)
     rates = source.config.corruption.rate
     report: dict = {}
@@ -392,27 +422,25 @@ def evaluate(
         if repairer is not model:
             pred.repaired = predict(repairer, batched(examples, config.eval_batch_size), device, repair=True).repaired
         restored, side, behaviour[split] = judge_repair(pred.examples, pred.repaired or [], plans)
-        sets = pred.pattern_sets
-        report[split] = figures(names, sets, pred.corrupted_logits, pred.accuracy, pred.examples, restored, side)
+        outputs = readouts(pred, _feature_sets(source, examples), baselines, config.baselines.ensemble_weight)
+        sets = {name: with_corrupted(probs > thresholds[name], corrupted) for name, (probs, corrupted, _) in outputs.items()}
+        report[split] = figures(names, sets["interpreter"], pred.corrupted_logits, pred.accuracy, examples, restored, side)
         per_model = {"repair_restored": restored}
         if config.refine.epochs:
             log(f"{split}: refining the repairs ({config.refine.epochs} epochs on the named sets' data)")
-            refined, restored_by_start = refined_repair(pred, names, plans, config.refine, device, config.seed)
+            named = [[names[j] for j in np.flatnonzero(row)] for row in sets["interpreter"]]
+            refined, restored_by_start = refined_repair(pred, named, plans, config.refine, device, config.seed)
             report[split]["refined_repair"] = refined
             per_model["refined_restored"] = restored_by_start["decoded"]
         report[split]["by_corruption_rate"] = by_corruption_rate(
-            pred.examples, sets, pred.corrupted_logits, per_model, rates.min, rates.max
+            examples, sets["interpreter"], pred.corrupted_logits, per_model, rates.min, rates.max
         )
-        features = _feature_sets(source, pred.examples)
-        for name, baseline in baselines.items():
-            sets, corrupted, accuracy = baseline.predict(features[name])
-            base_report[name][split] = figures(names, sets, corrupted, accuracy, pred.examples)
-        sets, corrupted, accuracy = ensemble(
-            pred, baselines["output_only"], features["output_only"], config.baselines.ensemble_weight
-        )
-        ensemble_report[ENSEMBLE][split] = figures(names, sets, corrupted, accuracy, pred.examples)
+        for name in BASELINES:
+            base_report[name][split] = figures(names, sets[name], *outputs[name][1:], examples)
+        ensemble_report[ENSEMBLE][split] = figures(names, sets[ENSEMBLE], *outputs[ENSEMBLE][1:], examples)
     report["baselines"] = base_report
     report["ensembles"] = ensemble_report
+    report["thresholds"] = thresholds
     dump_json(run_dir / "report.json", report)
     (run_dir / "report.md").write_text(render_markdown(report, rows, run_dir, source, description, behaviour))
     return report
@@ -432,7 +460,7 @@ def report_rows(report: dict, split: str) -> list[tuple[str, dict]]:
 
 
 def split_names(report: dict) -> list[str]:
-    return [key for key in report if key not in ("baselines", "ensembles")]
+    return [key for key in report if key not in ("baselines", "ensembles", "thresholds")]
 
 
 def render_markdown(
@@ -446,6 +474,8 @@ def render_markdown(
         f"- run: `{run_dir}`",
         f"- zoo: `{source.path}` ({source.zoo_id}; {len(source.assignment)} batches; splits: {source.split_source})",
         "- records evaluated: " + ", ".join(f"{s} {rows[s]}" for s in splits),
+        "- set thresholds (a pattern joins a predicted set above it; chosen on validation unless the config fixes "
+        "one): " + ", ".join(f"{name} {t}" for name, t in report.get("thresholds", {}).items()),
         f"- pattern vocabulary: {len(source.pattern_names)} patterns",
     ]
     if state_path.is_file():

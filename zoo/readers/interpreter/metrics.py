@@ -20,6 +20,23 @@ def with_corrupted(sets: np.ndarray, corrupted_logits: np.ndarray) -> np.ndarray
     return sets
 
 
+THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99)
+
+
+def choose_threshold(
+    probs: np.ndarray, corrupted_logits: np.ndarray, true: np.ndarray, grid: Sequence[float] = THRESHOLDS
+) -> float:
+    """The ``grid`` value whose sets ``with_corrupted(probs > t)`` match ``true`` exactly most often.
+
+    A reader unsure which pattern was corrupted gives each candidate a middling set
+    probability; the corrupted head already adds its choice, so the set head is best
+    trusted only where it is sure, and how sure is a property of the reader. Ties go to the
+    first value (``THRESHOLDS`` ascends).
+    """
+    scores = [exact_match(with_corrupted(probs > t, corrupted_logits), true) for t in grid]
+    return float(grid[int(np.argmax(scores))])
+
+
 def exact_match(pred: np.ndarray, true: np.ndarray) -> float:
     """Share of models whose predicted pattern set (``[n, V]`` 0/1) equals the true one."""
     if len(true) == 0:

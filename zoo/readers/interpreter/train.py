@@ -57,7 +57,7 @@ CHECKPOINTS = {"best": BEST_FILE, "repair": REPAIR_FILE, "last": LAST_FILE}
 EpochHook = Callable[[int, dict, Path], None]
 OBJECTIVE_TERMS = ("patterns", "corrupted", "accuracy", "repair_function")
 # may change when a run resumes: runtime settings, and what only evaluation uses
-RUNTIME_FIELDS = ("device", "threads", "eval_batch_size", "select", "baselines", "refine")
+RUNTIME_FIELDS = ("device", "threads", "eval_batch_size", "select", "set_threshold", "baselines", "refine")
 
 
 def resolve_device(name: str) -> torch.device:
