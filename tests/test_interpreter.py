@@ -440,3 +440,28 @@ def test_eval_uses_a_fixed_set_threshold_when_the_config_gives_one(interp_run, i
     report = evaluate(run, interp_zoo, splits=["test"], refine_epochs=0)
     assert set(report["thresholds"].values()) == {0.999}
     assert report["test"]["macro_f1"] <= 1.0
+
+
+def test_report_figures_are_those_of_the_predictions_in_their_own_order(interp_run, interp_zoo, source, tmp_path):
+    """Predictions come back in batched() order (sorted by activation per chunk); the report must not pair them with
+    the records in streamed order."""
+    import shutil
+
+    from zoo.readers.interpreter.data import batched
+    from zoo.readers.interpreter.evaluate import evaluate
+    from zoo.readers.interpreter.metrics import exact_match, top1
+    from zoo.readers.interpreter.train import load_model, predict
+
+    run = tmp_path / "run"
+    shutil.copytree(interp_run, run)
+    path = run / "config.json"
+    stored = json.loads(path.read_text())
+    stored["interpreter"]["set_threshold"] = 0.5
+    path.write_text(json.dumps(stored))
+    examples = list(stream(source, "test"))
+    model, config, _ = load_model(run)
+    pred = predict(model, batched(examples, config.eval_batch_size), torch.device("cpu"))
+    assert [e.example_id for e in pred.examples] != [e.example_id for e in examples]  # the case this test is about
+    test = evaluate(run, interp_zoo, splits=["test"], refine_epochs=0)["test"]
+    assert test["exact_match"] == exact_match(pred.pattern_sets, pred.targets)
+    assert test["corrupted_pattern_accuracy"] == top1(pred.corrupted_logits, np.array([e.corrupted for e in pred.examples]))

@@ -348,7 +348,7 @@ def set_thresholds(
         return {name: 0.5 for name in readers}
     examples = list(stream(source, split))
     pred = predict(model, batched(examples, config.eval_batch_size), device)
-    outputs = readouts(pred, _feature_sets(source, examples), baselines, config.baselines.ensemble_weight)
+    outputs = readouts(pred, _feature_sets(source, pred.examples), baselines, config.baselines.ensemble_weight)
     return {name: choose_threshold(probs, corrupted, pred.targets) for name, (probs, corrupted, _) in outputs.items()}
 
 
@@ -421,7 +421,8 @@ def evaluate(
         pred = predict(model, batched(examples, config.eval_batch_size), device, repair=repairer is model)
         if repairer is not model:
             pred.repaired = predict(repairer, batched(examples, config.eval_batch_size), device, repair=True).repaired
-        restored, side, behaviour[split] = judge_repair(pred.examples, pred.repaired or [], plans)
+        examples = pred.examples  # batched() reorders within chunks: every figure follows the predictions' order
+        restored, side, behaviour[split] = judge_repair(examples, pred.repaired or [], plans)
         outputs = readouts(pred, _feature_sets(source, examples), baselines, config.baselines.ensemble_weight)
         sets = {name: with_corrupted(probs > thresholds[name], corrupted) for name, (probs, corrupted, _) in outputs.items()}
         report[split] = figures(names, sets["interpreter"], pred.corrupted_logits, pred.accuracy, examples, restored, side)
