@@ -61,7 +61,7 @@ class LossConfig(Strict):
         1.0, ge=0.0, description="decoded model's outputs vs the clean model's on the repair inputs (soft BCE)"
     )
     corrupted_emphasis: float = Field(
-        2.0, ge=0.0, description="extra weight of the corrupted pattern's positives in the functional loss"
+        4.0, ge=0.0, description="extra weight of the corrupted pattern's positives in the functional loss"
     )
 
 
@@ -83,7 +83,7 @@ class DataConfig(Strict):
     repair_per_pattern: int = Field(16, ge=1, description="repair inputs drawn from each library pattern")
     repair_random: int = Field(64, ge=0, description="uniformly random repair inputs")
     repair_near_misses: int = Field(
-        0, ge=0, description="repair inputs per library pattern with one token changed (near misses, as hard negatives)"
+        8, ge=0, description="repair inputs per library pattern with one token changed (near misses, as hard negatives)"
     )
     train_split: str = "train"
     val_split: str = "validation"
