@@ -107,7 +107,7 @@ class RefineConfig(Strict):
     """Evaluation only: repair refined by training on the data the zoo makes for the named pattern set
     (``zoo.readers.interpreter.refine``)."""
 
-    epochs: int = Field(5, ge=0, description="epochs of refinement; 0 reports the decoder alone")
+    epochs: int = Field(10, ge=0, description="epochs of refinement; 0 reports the decoder alone")
     train_size: int | None = Field(
         None, ge=1, description="training sequences per model, none from its benchmark set; None: the zoo's train_size"
     )
