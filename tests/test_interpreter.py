@@ -156,7 +156,7 @@ def test_training_lowers_the_loss_and_beats_chance(interp_run, source):
     pred = predict(model, SplitData(source, "train").batches(16), torch.device("cpu"))
     truth = pred.targets
     majority = np.maximum(truth.mean(0), 1 - truth.mean(0)).mean()  # best constant guess per pattern
-    assert (pred.pattern_sets == truth).mean() > majority
+    assert (pred.pattern_sets() == truth).mean() > majority
     corrupted = np.array([e.corrupted for e in pred.examples])
     chance = np.mean([1 / len(e.patterns) for e in pred.examples])  # a guess among the model's own patterns
     assert (pred.corrupted_logits.argmax(1) == corrupted).mean() > chance
@@ -424,6 +424,27 @@ def test_the_set_threshold_is_the_grid_value_with_the_best_exact_match():
     assert choose_threshold(probs, corrupted, truth, grid=(0.8, 0.7)) == 0.8  # a tie: the first in the grid
 
 
+def test_training_scores_validation_sets_at_the_threshold_evaluation_will_use():
+    """best.safetensors is chosen by validation exact match; at 0.5 it would reward an epoch the report does not see."""
+    from zoo.readers.interpreter.data import Example
+    from zoo.readers.interpreter.train import Predictions, quick_metrics
+
+    names = ("a", "b", "c")
+    truth = [(0, 2), (0, 1), (0, 1)]
+    examples = [
+        Example(example_id=str(i), batch_id=i, pair_index=0, architecture=None, signature=None, degraded=None,
+                clean=None, patterns=tuple(names[k] for k in s), targets=np.isin(np.arange(3), s).astype(np.float32),
+                corrupted=s[1], accuracy=0.9, metrics={})
+        for i, s in enumerate(truth)
+    ]
+    probs = np.array([[0.99, 0.6, 0.1], [0.99, 0.1, 0.65], [0.99, 0.95, 0.1]])
+    corrupted = np.array([[0.0, 0.0, 5.0], [0.0, 5.0, 0.0], [0.0, 5.0, 0.0]])
+    pred = Predictions(examples, probs, corrupted, np.zeros(3), np.zeros((3, 1)), None)
+    chosen = quick_metrics(pred, names)
+    assert chosen["exact_match"] == 1.0 and chosen["set_threshold"] > 0.5
+    assert quick_metrics(pred, names, threshold=0.5)["exact_match"] == 1 / 3
+
+
 def test_eval_uses_a_fixed_set_threshold_when_the_config_gives_one(interp_run, interp_zoo, tmp_path):
     import shutil
 
@@ -463,5 +484,5 @@ def test_report_figures_are_those_of_the_predictions_in_their_own_order(interp_r
     pred = predict(model, batched(examples, config.eval_batch_size), torch.device("cpu"))
     assert [e.example_id for e in pred.examples] != [e.example_id for e in examples]  # the case this test is about
     test = evaluate(run, interp_zoo, splits=["test"], refine_epochs=0)["test"]
-    assert test["exact_match"] == exact_match(pred.pattern_sets, pred.targets)
+    assert test["exact_match"] == exact_match(pred.pattern_sets(), pred.targets)
     assert test["corrupted_pattern_accuracy"] == top1(pred.corrupted_logits, np.array([e.corrupted for e in pred.examples]))

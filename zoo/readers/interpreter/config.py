@@ -127,16 +127,16 @@ class InterpreterConfig(Strict):
     threads: int | None = Field(None, ge=1, description="torch CPU threads; None keeps torch's default")
     select: Literal["exact_match", "loss"] = Field(
         "exact_match",
-        description="what makes best.safetensors: the highest validation exact match (ties: the lower "
-        "loss), or the lowest validation loss (training loss without a validation split); the repair "
-        "terms make the loss rise once the decoder overfits while the pattern heads still improve. "
-        "May change when a run resumes: the choice then starts afresh",
+        description="what makes best.safetensors: the highest validation exact match at the set threshold "
+        "evaluation will use (ties: the lower loss), or the lowest validation loss (training loss without a "
+        "validation split); the repair terms make the loss rise once the decoder overfits while the pattern "
+        "heads still improve. May change when a run resumes: the choice then starts afresh",
     )
     set_threshold: float | None = Field(
         None, gt=0.0, lt=1.0,
-        description="evaluation: the probability above which a pattern joins a predicted set (the corrupted "
+        description="the probability above which a pattern joins a predicted set (the corrupted "
         "head's pattern always does); None: chosen per reader (interpreter, baselines, ensemble) on the "
-        "validation split from metrics.THRESHOLDS",
+        "validation split from metrics.THRESHOLDS (in training: each epoch's validation exact match)",
     )
     model: ModelConfig = ModelConfig()
     loss: LossConfig = LossConfig()

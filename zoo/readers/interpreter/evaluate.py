@@ -103,7 +103,7 @@ def by_corruption_rate(
     restored: dict[str, np.ndarray],
     low: float,
     high: float,
-    bins: int = 4,
+    bins: int = 8,
 ) -> list[dict]:
     """Exact match, corrupted-pattern accuracy and each repair's share restored (``restored``:
     per-model arrays by report key) per equal bin of the corruption rate.

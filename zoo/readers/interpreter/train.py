@@ -43,7 +43,7 @@ from zoo.readers.interpreter.data import (
     open_source,
     repair_inputs,
 )
-from zoo.readers.interpreter.metrics import exact_match, macro_f1, mae, top1, with_corrupted
+from zoo.readers.interpreter.metrics import choose_threshold, exact_match, macro_f1, mae, top1, with_corrupted
 from zoo.readers.interpreter.model import Interpreter, Output, pattern_columns, subject_logits
 
 RUN_VERSION = 1
@@ -160,9 +160,8 @@ class Predictions:
     latent: np.ndarray  # [n, latent]
     repaired: list[np.ndarray] | None  # flat weights per example
 
-    @property
-    def pattern_sets(self) -> np.ndarray:
-        return with_corrupted(self.pattern_probs > 0.5, self.corrupted_logits)
+    def pattern_sets(self, threshold: float = 0.5) -> np.ndarray:
+        return with_corrupted(self.pattern_probs > threshold, self.corrupted_logits)
 
     @property
     def targets(self) -> np.ndarray:
@@ -209,13 +208,22 @@ def predict(
     )
 
 
-def quick_metrics(pred: Predictions, names: tuple[str, ...]) -> dict[str, float]:
+def quick_metrics(pred: Predictions, names: tuple[str, ...], threshold: float | None = None) -> dict[str, float]:
+    """Set figures at ``threshold``, or (None) at the one evaluation would choose on these predictions.
+
+    Training selects ``best.safetensors`` on validation this way, so the checkpoint kept is
+    the best at the set threshold the report will use, not at 0.5.
+    """
     if not pred.examples:
         return {}
     truth = pred.targets
+    if threshold is None:
+        threshold = choose_threshold(pred.pattern_probs, pred.corrupted_logits, truth)
+    sets = pred.pattern_sets(threshold)
     return {
-        "exact_match": exact_match(pred.pattern_sets, truth),
-        "macro_f1": macro_f1(pred.pattern_sets, truth, names),
+        "set_threshold": threshold,
+        "exact_match": exact_match(sets, truth),
+        "macro_f1": macro_f1(sets, truth, names),
         "corrupted_accuracy": top1(pred.corrupted_logits, np.array([e.corrupted for e in pred.examples])),
         "accuracy_mae": mae(pred.accuracy, np.array([e.accuracy for e in pred.examples])),
     }
@@ -577,7 +585,7 @@ def train(
             if has_val:
                 figures, pred = evaluate_loss(model, val_data, config, inputs, device)
                 metrics.update({f"val_{k}": v for k, v in figures.items()})
-                metrics.update({f"val_{k}": v for k, v in quick_metrics(pred, source.pattern_names).items()})
+                metrics.update({f"val_{k}": v for k, v in quick_metrics(pred, source.pattern_names, config.set_threshold).items()})
             score = selection_score(metrics, config.select)
             best = state["best_val"] is None or score < tuple(state["best_val"])
             if best:
