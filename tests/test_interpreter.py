@@ -300,7 +300,25 @@ def test_report_breaks_figures_down_by_corruption_rate(interp_run, interp_zoo, s
     low, high = source.config.corruption.rate.min, source.config.corruption.rate.max
     assert float(rows[0]["rate"].split("-")[0]) >= low - 1e-9 and float(rows[-1]["rate"].split("-")[1]) <= high + 1e-9
     assert all(0.0 <= row["exact_match"] <= 1.0 for row in rows)
+    assert all(0.0 <= row["answer_trace"] <= 1.0 for row in rows)
     assert "## By corruption rate (interpreter)" in (interp_run / "report.md").read_text()
+
+
+def test_the_answer_trace_names_a_corrupted_pattern_the_model_still_accepts():
+    """At 60% corruption the flipped-back labels show: a degraded model accepts its lost pattern's sequences
+    more than those of patterns it never learned (a guess among the candidates is right about 1 time in 7)."""
+    from zoo.config import ZooConfig
+    from zoo.factory.batch import run_task
+    from zoo.readers.interpreter.data import decode
+    from zoo.patterns.library import pattern_library, selectable
+    from zoo.readers.interpreter.evaluate import answer_trace
+
+    config = ZooConfig(corruption={"rate": {"min": 0.6, "max": 0.6}})
+    table, _ = run_task(config, (0, 1, 2), torch.device("cpu"))
+    examples = [e for batch in table.to_batches() for e in decode(batch, tuple(pattern_library(config.patterns)))]
+    hits = answer_trace(examples, config.patterns, selectable(config.patterns))
+    assert len(examples) >= 8 and set(np.unique(hits)) <= {0.0, 1.0}
+    assert hits.mean() >= 0.75
 
 
 def test_edit_reports_per_pattern_accuracies(interp_run, interp_zoo, source, records, capsys):

@@ -24,6 +24,7 @@ repaired, positive is a loss) on the model's other patterns.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from zoo.config import ACTIVATIONS
+from zoo.config import ACTIVATIONS, PatternSpace
 from zoo.readers.interpreter import InterpreterError
 from zoo.readers.interpreter.config import BaselineConfig, InterpreterConfig, RefineConfig
 from zoo.readers.interpreter.data import SPLITS, Example, ZooSource, batched, collate, dump_json, one_hot, open_source, stream
@@ -172,6 +173,46 @@ def judge_repair(
         "accuracy_clean": float(np.mean([e.metrics["clean_accuracy"] for e in m])) if m else float("nan"),
     }
     return restored, side, extra
+
+
+def answer_trace(
+    examples: list[Example], space: PatternSpace, drawn: Sequence[str], per_pattern: int = 1024, seed: int = 0
+) -> np.ndarray:
+    """Per model: does its corrupted pattern get the highest mean logit among the patterns it was not otherwise
+    trained on? (1.0 or 0.0; nan without candidates.)
+
+    A reader with no parameters, told the model's other patterns: it names the candidate whose sequences (up to
+    ``per_pattern``, those of no other member) the model still accepts most, i.e. whose flipped labels still show
+    in its answers. Where it does no better than a guess, the answers hold no trace of the pattern, and whatever
+    the interpreter names beyond that it reads from inside the model.
+    """
+    from zoo import load_model as load_subject
+    from zoo.patterns.library import pattern_library
+
+    library = pattern_library(space)
+    rng = np.random.default_rng(seed)
+    pools = {
+        n: np.unique(library[n].generate(rng, per_pattern, space.vocab_size, space.seq_len), axis=0)
+        for n in drawn
+    }
+    hits = np.full(len(examples), np.nan)
+    for i, example in enumerate(examples):
+        lost = example.metrics["corrupted_pattern"]
+        others = [p for p in example.patterns if p != lost]
+        candidates = [n for n in drawn if n not in others]
+        parts = [
+            pools[c][~np.any([library[o].predicate(pools[c]) for o in others], axis=0)] if others else pools[c]
+            for c in candidates
+        ]
+        if lost not in candidates or not any(len(part) for part in parts):
+            continue
+        subject = load_subject({"architecture": example.architecture.to_dict(), "clean_weights": example.degraded}, "clean")
+        with torch.no_grad():
+            logits = subject(torch.as_tensor(np.concatenate(parts))).numpy()
+        ends = np.cumsum([len(part) for part in parts])
+        means = [logits[end - len(part) : end].mean() if len(part) else -np.inf for part, end in zip(parts, ends)]
+        hits[i] = float(candidates[int(np.argmax(means))] == lost)
+    return hits
 
 
 def refined_repair(
@@ -433,6 +474,7 @@ def evaluate(
             refined, restored_by_start = refined_repair(pred, named, plans, config.refine, device, config.seed)
             report[split]["refined_repair"] = refined
             per_model["refined_restored"] = restored_by_start["decoded"]
+        per_model["answer_trace"] = answer_trace(examples, source.config.patterns, source.drawn)
         report[split]["by_corruption_rate"] = by_corruption_rate(
             examples, sets["interpreter"], pred.corrupted_logits, per_model, rates.min, rates.max
         )
@@ -567,17 +609,19 @@ def render_markdown(
         "## By corruption rate (interpreter)",
         "",
         "Share of the corrupted pattern's labels that were flipped. Near 1 a degraded model was trained to reject the "
-        "pattern outright, and its having been trained on it is hard to see.",
+        "pattern outright, and its having been trained on it is hard to see. Answer trace: how often a reader with no "
+        "parameters, told the other patterns, names the corrupted one as the candidate the model still accepts most "
+        "(evaluate.answer_trace); near a guess, the answers hold no trace of it.",
         "",
-        "| split | rate | records | exact match | corrupted acc. | repair restored | refined restored |",
-        "|---|---|---|---|---|---|---|",
+        "| split | rate | records | exact match | corrupted acc. | repair restored | refined restored | answer trace |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for split in splits:
         for row in report[split].get("by_corruption_rate", []):
             lines.append(
                 f"| {split} | {row['rate']} | {row['records']} | {_fmt(row['exact_match'])} | "
                 f"{_fmt(row['corrupted_pattern_accuracy'])} | {_fmt(row['repair_restored'])} | "
-                f"{_fmt(row.get('refined_restored'))} |"
+                f"{_fmt(row.get('refined_restored'))} | {_fmt(row.get('answer_trace'))} |"
             )
     lines += ["", "## Per-pattern F1 (interpreter)", "", "| pattern | " + " | ".join(splits) + " |", "|---|" + "---|" * len(splits)]
     patterns = sorted({p for s in splits for p in report[s]["per_pattern_f1"]}, key=source.pattern_names.index)
