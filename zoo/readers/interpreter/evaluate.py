@@ -204,9 +204,10 @@ def answer_trace(
             pools[c][~np.any([library[o].predicate(pools[c]) for o in others], axis=0)] if others else pools[c]
             for c in candidates
         ]
-        if lost not in candidates or not any(len(part) for part in parts):
-            continue
-        subject = load_subject({"architecture": example.architecture.to_dict(), "clean_weights": example.degraded}, "clean")
+        if lost not in candidates or not len(parts[candidates.index(lost)]):
+            continue  # every sequence of the lost pattern is another member's: nothing to read
+        architecture = example.architecture.to_dict()
+        subject = load_subject({"architecture": architecture, "degraded_weights": example.degraded}, "degraded")
         with torch.no_grad():
             logits = subject(torch.as_tensor(np.concatenate(parts))).numpy()
         ends = np.cumsum([len(part) for part in parts])

@@ -585,7 +585,8 @@ def train(
             if has_val:
                 figures, pred = evaluate_loss(model, val_data, config, inputs, device)
                 metrics.update({f"val_{k}": v for k, v in figures.items()})
-                metrics.update({f"val_{k}": v for k, v in quick_metrics(pred, source.pattern_names, config.set_threshold).items()})
+                quick = quick_metrics(pred, source.pattern_names, config.set_threshold)
+                metrics.update({f"val_{k}": v for k, v in quick.items()})
             score = selection_score(metrics, config.select)
             best = state["best_val"] is None or score < tuple(state["best_val"])
             if best:
