@@ -470,7 +470,11 @@ def evaluate(
         report[split] = figures(names, sets["interpreter"], pred.corrupted_logits, pred.accuracy, examples, restored, side)
         per_model = {"repair_restored": restored}
         if config.refine.epochs:
-            log(f"{split}: refining the repairs ({config.refine.epochs} epochs on the named sets' data)")
+            size = config.refine.train_size or source.config.patterns.train_size
+            log(
+                f"{split}: refining the repairs ({config.refine.epochs} epochs on {size} sequences of the named sets' "
+                f"data per model, lr x {config.refine.lr_scale})"
+            )
             named = [[names[j] for j in np.flatnonzero(row)] for row in sets["interpreter"]]
             refined, restored_by_start = refined_repair(pred, named, plans, config.refine, device, config.seed)
             report[split]["refined_repair"] = refined
