@@ -48,7 +48,7 @@ from zoo.readers.interpreter.metrics import (
     with_corrupted,
 )
 from zoo.readers.interpreter.model import NEVER, subject_logits
-from zoo.readers.interpreter.refine import Plans, refine
+from zoo.readers.interpreter.refine import Plans, refine, sequences_per_model
 from zoo.readers.interpreter.train import AdamW, Predictions, checkpoint_path, load_model, predict, resolve_device
 
 REPORT_KEYS = (
@@ -101,13 +101,13 @@ def by_corruption_rate(
     examples: list[Example],
     pattern_sets: np.ndarray,
     corrupted_logits: np.ndarray,
-    restored: dict[str, np.ndarray],
+    per_model: dict[str, np.ndarray],
     low: float,
     high: float,
     bins: int = 8,
 ) -> list[dict]:
-    """Exact match, corrupted-pattern accuracy and each repair's share restored (``restored``:
-    per-model arrays by report key) per equal bin of the corruption rate.
+    """Exact match, corrupted-pattern accuracy and the mean of each ``per_model`` array (by report key: the
+    repairs' shares restored, the answer trace) per equal bin of the corruption rate.
 
     The more of a pattern's labels were flipped, the more its degraded model looks like one
     never trained on it; this table shows how much of what the interpreter misses is that.
@@ -129,7 +129,7 @@ def by_corruption_rate(
                     "records": int(mine.sum()),
                     "exact_match": exact_match(pattern_sets[mine], truth[mine]),
                     "corrupted_pattern_accuracy": top1(corrupted_logits[mine], corrupted[mine]),
-                    **{key: nanmean(values[mine]) for key, values in restored.items()},
+                    **{key: nanmean(values[mine]) for key, values in per_model.items()},
                 }
             )
         )
@@ -195,13 +195,14 @@ def answer_trace(
         n: np.unique(library[n].generate(rng, per_pattern, space.vocab_size, space.seq_len), axis=0)
         for n in drawn
     }
+    inside = {c: {o: library[o].predicate(pools[c]) for o in library} for c in drawn}  # [c][o]: c's sequences in o
     hits = np.full(len(examples), np.nan)
     for i, example in enumerate(examples):
         lost = example.metrics["corrupted_pattern"]
         others = [p for p in example.patterns if p != lost]
         candidates = [n for n in drawn if n not in others]
         parts = [
-            pools[c][~np.any([library[o].predicate(pools[c]) for o in others], axis=0)] if others else pools[c]
+            pools[c][~np.any([inside[c][o] for o in others], axis=0)] if others else pools[c]
             for c in candidates
         ]
         if lost not in candidates or not len(parts[candidates.index(lost)]):
@@ -470,7 +471,7 @@ def evaluate(
         report[split] = figures(names, sets["interpreter"], pred.corrupted_logits, pred.accuracy, examples, restored, side)
         per_model = {"repair_restored": restored}
         if config.refine.epochs:
-            size = config.refine.train_size or source.config.patterns.train_size
+            size = sequences_per_model(config.refine, source.config)
             log(
                 f"{split}: refining the repairs ({config.refine.epochs} epochs on {size} sequences of the named sets' "
                 f"data per model, lr x {config.refine.lr_scale})"

@@ -61,6 +61,11 @@ def outside(split: LabelledSet, held_out: np.ndarray, size: int, vocab_size: int
     return tokens[take], labels[take]
 
 
+def sequences_per_model(config: RefineConfig, zoo: ZooConfig) -> int:
+    """Training sequences each refined model gets: ``config.train_size``, else the zoo's own."""
+    return config.train_size or zoo.patterns.train_size
+
+
 def refine_job(
     example: Example, start: np.ndarray, named: Sequence[str], plans: Plans, config: RefineConfig, seed: int
 ) -> SubjectJob:
@@ -71,7 +76,7 @@ def refine_job(
     data = sampler_for(zoo.patterns).batch_data(tuple(named), data_seed)
     bench = plan.data.benchmark.tokens
     vocab = zoo.patterns.vocab_size
-    size = config.train_size or zoo.patterns.train_size
+    size = sequences_per_model(config, zoo)
     train_tokens, train_labels = outside(data.train, bench, size, vocab)
     val_tokens, val_labels = outside(data.val, bench, len(data.val.tokens), vocab)
     return SubjectJob(
