@@ -311,7 +311,28 @@ def test_report_breaks_figures_down_by_corruption_rate(interp_run, interp_zoo, s
     assert float(rows[0]["rate"].split("-")[0]) >= low - 1e-9 and float(rows[-1]["rate"].split("-")[1]) <= high + 1e-9
     assert all(0.0 <= row["exact_match"] <= 1.0 for row in rows)
     assert all(row["answer_trace"] is None or 0.0 <= row["answer_trace"] <= 1.0 for row in rows)
+    assert all(0.0 <= row["output_only_corrupted_accuracy"] <= 1.0 for row in rows)
     assert "## By corruption rate (interpreter)" in (interp_run / "report.md").read_text()
+
+
+def test_corruption_rate_bins_average_each_per_model_figure_over_their_own_records():
+    from types import SimpleNamespace
+
+    from zoo.readers.interpreter.evaluate import by_corruption_rate
+
+    rates = [0.61, 0.62, 0.79, 0.99, 1.0]
+    examples = [
+        SimpleNamespace(metrics={"corruption_rate": r}, targets=np.array([1.0, 1.0, 0.0]), corrupted=1) for r in rates
+    ]
+    sets = np.array([[1, 1, 0], [1, 0, 0], [1, 1, 0], [1, 1, 1], [1, 1, 0]], dtype=bool)
+    logits = np.array([[0, 1, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1], [0, 1, 0]], dtype=float)
+    hits = np.array([1.0, 0.0, 1.0, np.nan, 0.0])
+    rows = by_corruption_rate(examples, sets, logits, {"output_only_corrupted_accuracy": hits}, 0.6, 1.0, bins=2)
+    assert [row["rate"] for row in rows] == ["0.60-0.80", "0.80-1.00"]
+    assert [row["records"] for row in rows] == [3, 2]
+    assert [row["exact_match"] for row in rows] == pytest.approx([2 / 3, 1 / 2])
+    assert [row["corrupted_pattern_accuracy"] for row in rows] == pytest.approx([2 / 3, 1 / 2])
+    assert [row["output_only_corrupted_accuracy"] for row in rows] == pytest.approx([2 / 3, 0.0])
 
 
 @pytest.mark.parametrize("rate, lo, hi", [(0.6, 0.5, 1.0), (1.0, 0.0, 0.5)])

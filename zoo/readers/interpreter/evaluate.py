@@ -107,7 +107,7 @@ def by_corruption_rate(
     bins: int = 8,
 ) -> list[dict]:
     """Exact match, corrupted-pattern accuracy and the mean of each ``per_model`` array (by report key: the
-    repairs' shares restored, the answer trace) per equal bin of the corruption rate.
+    repairs' shares restored, the answer trace, the output-only baseline's hits) per equal bin of the corruption rate.
 
     The more of a pattern's labels were flipped, the more its degraded model looks like one
     never trained on it; this table shows how much of what the interpreter misses is that.
@@ -380,18 +380,16 @@ def _feature_sets(source: ZooSource, examples: list[Example]) -> dict[str, np.nd
 
 
 def set_thresholds(
-    config: InterpreterConfig, source: ZooSource, model, baselines: dict[str, BaselineModel], device: torch.device
+    config: InterpreterConfig, validation: tuple[Predictions, dict[str, Readout]] | None
 ) -> dict[str, float]:
-    """Each reader's set threshold: ``config.set_threshold``, else chosen on the validation split (0.5 without one)."""
+    """Each reader's set threshold: ``config.set_threshold``, else chosen on the validation predictions and the
+    readers' outputs on them (0.5 without a validation split)."""
     readers = ("interpreter", *BASELINES, ENSEMBLE)
     if config.set_threshold is not None:
         return {name: config.set_threshold for name in readers}
-    split = config.data.val_split
-    if source.rows(split) == 0:
+    if validation is None:
         return {name: 0.5 for name in readers}
-    examples = list(stream(source, split))
-    pred = predict(model, batched(examples, config.eval_batch_size), device)
-    outputs = readouts(pred, _feature_sets(source, pred.examples), baselines, config.baselines.ensemble_weight)
+    pred, outputs = validation
     return {name: choose_threshold(probs, corrupted, pred.targets) for name, (probs, corrupted, _) in outputs.items()}
 
 
@@ -448,7 +446,16 @@ def evaluate(
         for name in BASELINES
     }
     del train_examples, train_features
-    thresholds = set_thresholds(config, source, model, baselines, device)
+
+    def read(split: str) -> tuple[Predictions, dict[str, Readout]]:
+        """The interpreter's predictions on a split and every reader's outputs on it."""
+        examples = list(stream(source, split))
+        pred = predict(model, batched(examples, config.eval_batch_size), device, repair=repairer is model)
+        return pred, readouts(pred, _feature_sets(source, pred.examples), baselines, config.baselines.ensemble_weight)
+
+    val = config.data.val_split
+    validation = read(val) if config.set_threshold is None and source.rows(val) > 0 else None
+    thresholds = set_thresholds(config, validation)
     log("set thresholds: " + ", ".join(f"{name} {t}" for name, t in thresholds.items()))
     plans = Plans(source.config)
     rates = source.config.corruption.rate
@@ -458,15 +465,13 @@ def evaluate(
     rows: dict[str, int] = {}
     behaviour: dict[str, dict[str, float]] = {}
     for split in wanted:
-        examples = list(stream(source, split))
+        pred, outputs = validation if split == val and validation else read(split)  # validation is read once
+        examples = pred.examples  # batched() reorders within chunks: every figure follows the predictions' order
+        if repairer is not model:  # the same chunks, already in batched()'s order
+            pred.repaired = predict(repairer, batched(examples, config.eval_batch_size), device, repair=True).repaired
         rows[split] = len(examples)
         log(f"{split}: {len(examples)} records")
-        pred = predict(model, batched(examples, config.eval_batch_size), device, repair=repairer is model)
-        if repairer is not model:
-            pred.repaired = predict(repairer, batched(examples, config.eval_batch_size), device, repair=True).repaired
-        examples = pred.examples  # batched() reorders within chunks: every figure follows the predictions' order
         restored, side, behaviour[split] = judge_repair(examples, pred.repaired or [], plans)
-        outputs = readouts(pred, _feature_sets(source, examples), baselines, config.baselines.ensemble_weight)
         sets = {name: with_corrupted(probs > thresholds[name], corrupted) for name, (probs, corrupted, _) in outputs.items()}
         report[split] = figures(names, sets["interpreter"], pred.corrupted_logits, pred.accuracy, examples, restored, side)
         per_model = {"repair_restored": restored}
@@ -481,6 +486,8 @@ def evaluate(
             report[split]["refined_repair"] = refined
             per_model["refined_restored"] = restored_by_start["decoded"]
         per_model["answer_trace"] = answer_trace(examples, source.config.patterns, source.drawn)
+        truth = np.array([e.corrupted for e in examples])
+        per_model["output_only_corrupted_accuracy"] = (outputs["output_only"][1].argmax(axis=1) == truth).astype(float)
         report[split]["by_corruption_rate"] = by_corruption_rate(
             examples, sets["interpreter"], pred.corrupted_logits, per_model, rates.min, rates.max
         )
@@ -617,17 +624,20 @@ def render_markdown(
         "Share of the corrupted pattern's labels that were flipped. Near 1 a degraded model was trained to reject the "
         "pattern outright, and its having been trained on it is hard to see. Answer trace: how often a reader with no "
         "parameters, told the other patterns, names the corrupted one as the candidate the model still accepts most "
-        "(evaluate.answer_trace); near a guess, the answers hold no trace of it.",
+        "(evaluate.answer_trace); near a guess, the answers hold no trace of it. Output-only: how often the "
+        "output-only baseline, a reader trained on the answers to the probe set, names it.",
         "",
-        "| split | rate | records | exact match | corrupted acc. | repair restored | refined restored | answer trace |",
-        "|---|---|---|---|---|---|---|---|",
+        "| split | rate | records | exact match | corrupted acc. | repair restored | refined restored | answer trace "
+        "| output-only: corrupted acc. |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for split in splits:
         for row in report[split].get("by_corruption_rate", []):
             lines.append(
                 f"| {split} | {row['rate']} | {row['records']} | {_fmt(row['exact_match'])} | "
                 f"{_fmt(row['corrupted_pattern_accuracy'])} | {_fmt(row['repair_restored'])} | "
-                f"{_fmt(row.get('refined_restored'))} | {_fmt(row.get('answer_trace'))} |"
+                f"{_fmt(row.get('refined_restored'))} | {_fmt(row.get('answer_trace'))} | "
+                f"{_fmt(row.get('output_only_corrupted_accuracy'))} |"
             )
     lines += ["", "## Per-pattern F1 (interpreter)", "", "| pattern | " + " | ".join(splits) + " |", "|---|" + "---|" * len(splits)]
     patterns = sorted({p for s in splits for p in report[s]["per_pattern_f1"]}, key=source.pattern_names.index)
