@@ -183,8 +183,8 @@ def answer_trace(
 
     A reader with no parameters, told the model's other patterns: it names the candidate whose sequences (up to
     ``per_pattern``, those of no other member) the model still accepts most, i.e. whose flipped labels still show
-    in its answers. Where it does no better than a guess, the answers hold no trace of the pattern, and whatever
-    the interpreter names beyond that it reads from inside the model.
+    in its answers. Where it does no better than a guess, the mean answer no longer shows the pattern; a reader
+    trained on the answers (the output-only baseline) can still find it there, which is why the report shows both.
     """
     from zoo import load_model as load_subject
     from zoo.patterns.library import pattern_library
@@ -624,8 +624,9 @@ def render_markdown(
         "Share of the corrupted pattern's labels that were flipped. Near 1 a degraded model was trained to reject the "
         "pattern outright, and its having been trained on it is hard to see. Answer trace: how often a reader with no "
         "parameters, told the other patterns, names the corrupted one as the candidate the model still accepts most "
-        "(evaluate.answer_trace); near a guess, the answers hold no trace of it. Output-only: how often the "
-        "output-only baseline, a reader trained on the answers to the probe set, names it.",
+        "(evaluate.answer_trace); near a guess, the mean answer no longer shows it. Output-only: how often the "
+        "output-only baseline, a reader trained on the answers to the probe set, names it; what it finds that the "
+        "answer trace does not is in the answers still, in more than their mean.",
         "",
         "| split | rate | records | exact match | corrupted acc. | repair restored | refined restored | answer trace "
         "| output-only: corrupted acc. |",
