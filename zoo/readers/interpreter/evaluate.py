@@ -465,7 +465,7 @@ def evaluate(
     rows: dict[str, int] = {}
     behaviour: dict[str, dict[str, float]] = {}
     for split in wanted:
-        pred, outputs = validation if split == val and validation else read(split)  # validation is read once
+        pred, outputs = validation if split == val and validation else read(split)  # read once
         examples = pred.examples  # batched() reorders within chunks: every figure follows the predictions' order
         if repairer is not model:  # the same chunks, already in batched()'s order
             pred.repaired = predict(repairer, batched(examples, config.eval_batch_size), device, repair=True).repaired
