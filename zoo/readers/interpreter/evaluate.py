@@ -109,8 +109,8 @@ def by_corruption_rate(
     """Exact match, corrupted-pattern accuracy and the mean of each ``per_model`` array (by report key: the
     repairs' shares restored, the answer trace, the output-only baseline's hits) per equal bin of the corruption rate.
 
-    The more of a pattern's labels were flipped, the more its degraded model looks like one
-    never trained on it; this table shows how much of what the interpreter misses is that.
+    The more of a pattern's labels were flipped, the harder it is to see that the degraded model was trained on
+    it; this table shows where the interpreter misses, beside readers of the model's answers.
     """
     rate = np.array([e.metrics["corruption_rate"] for e in examples])
     truth = np.stack([e.targets for e in examples])
