@@ -39,6 +39,7 @@ from zoo.readers.interpreter.data import SPLITS, Example, ZooSource, batched, co
 from zoo.readers.interpreter.metrics import (
     choose_threshold,
     exact_match,
+    hits,
     macro_f1,
     mae,
     nanmean,
@@ -196,7 +197,7 @@ def answer_trace(
         for n in drawn
     }
     inside = {c: {o: library[o].predicate(pools[c]) for o in library} for c in drawn}  # [c][o]: c's sequences in o
-    hits = np.full(len(examples), np.nan)
+    found = np.full(len(examples), np.nan)
     for i, example in enumerate(examples):
         lost = example.metrics["corrupted_pattern"]
         others = [p for p in example.patterns if p != lost]
@@ -213,8 +214,8 @@ def answer_trace(
             logits = subject(torch.as_tensor(np.concatenate(parts))).numpy()
         ends = np.cumsum([len(part) for part in parts])
         means = [logits[end - len(part) : end].mean() if len(part) else -np.inf for part, end in zip(parts, ends)]
-        hits[i] = float(candidates[int(np.argmax(means))] == lost)
-    return hits
+        found[i] = float(candidates[int(np.argmax(means))] == lost)
+    return found
 
 
 def refined_repair(
@@ -486,8 +487,8 @@ def evaluate(
             report[split]["refined_repair"] = refined
             per_model["refined_restored"] = restored_by_start["decoded"]
         per_model["answer_trace"] = answer_trace(examples, source.config.patterns, source.drawn)
-        truth = np.array([e.corrupted for e in examples])
-        per_model["output_only_corrupted_accuracy"] = (outputs["output_only"][1].argmax(axis=1) == truth).astype(float)
+        lost = np.array([e.corrupted for e in examples])
+        per_model["output_only_corrupted_accuracy"] = hits(outputs["output_only"][1], lost)
         report[split]["by_corruption_rate"] = by_corruption_rate(
             examples, sets["interpreter"], pred.corrupted_logits, per_model, rates.min, rates.max
         )

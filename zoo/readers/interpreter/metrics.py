@@ -63,10 +63,15 @@ def macro_f1(pred: np.ndarray, true: np.ndarray, names: Sequence[str]) -> float:
     return float(np.mean(list(scores.values()))) if scores else float("nan")
 
 
+def hits(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per row: 1.0 where the highest logit is the label's."""
+    return (logits.argmax(axis=1) == labels).astype(np.float64)
+
+
 def top1(logits: np.ndarray, labels: np.ndarray) -> float:
     if len(labels) == 0:
         return float("nan")
-    return float((logits.argmax(axis=1) == labels).mean())
+    return float(hits(logits, labels).mean())
 
 
 def mae(pred: np.ndarray, true: np.ndarray) -> float:
