@@ -173,6 +173,22 @@ def test_the_interpreter_names_only_patterns_the_zoo_draws(interp_run, source):
     assert not np.isin(pred.corrupted_logits.argmax(1), undrawn).any()
 
 
+def test_the_answer_reader_sees_each_probe_standardized_over_the_training_subjects(interp_run, source):
+    """Per-probe scale, as the output-only baseline standardizes its features: a probe every subject
+    answers alike must not drown the ones that tell patterns apart."""
+    from zoo.readers.interpreter.train import load_model
+
+    model, _, _ = load_model(interp_run, "last")
+    batch = collate(list(SplitData(source, "train").examples()))
+    with torch.no_grad():
+        answers = model.answers(batch, model.probe_values(batch))
+    standardized = (answers - model.answer_mean) / model.answer_std
+    assert answers.mean(0).abs().max() > 0.1, "raw answers are not centred, or the check could not fail"
+    torch.testing.assert_close(standardized.mean(0), torch.zeros(answers.shape[1]), atol=1e-4, rtol=0)
+    varied = answers.std(0) > 1e-3
+    torch.testing.assert_close(standardized.std(0)[varied], torch.ones(int(varied.sum())), atol=1e-3, rtol=0)
+
+
 def test_run_folder_holds_safetensors_and_json_config(interp_run):
     from safetensors.torch import load_file
 

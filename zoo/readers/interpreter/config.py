@@ -35,6 +35,12 @@ class ModelConfig(Strict):
         description="tokens carry the neuron's value on every probe of the zoo's probe set (computed from the "
         "weights: the signature before it is summarized)",
     )
+    answer_width: int = Field(
+        0,
+        ge=0,
+        description="width of an MLP that reads the output neuron's answers on the whole probe set jointly (what the "
+        "output-only baseline reads) into each pattern's state and the latent; 0: none (runs made before it existed)",
+    )
     decoder_width: int = Field(64, ge=8)
     decoder_rank: int = Field(32, ge=1, description="rank of the low-rank edge term of the weight decoder")
     decoder_reads_corrupted: bool = Field(

@@ -123,7 +123,7 @@ def edit(
         moved = out.latent + sign * strength * directions[k][None, :]
         repaired = model.repair(batch, out)
         edited = model.repair(batch, out, latent=moved)
-        after_patterns, after_corrupted, _ = model.heads(batch, out.tokens, moved)
+        after_patterns, after_corrupted, _ = model.heads(batch, out.tokens, moved, out.answers)
         before_sets = with_corrupted(out.patterns.numpy() > 0, out.corrupted.numpy())[0]  # as evaluation reads sets
         after_sets = with_corrupted(after_patterns.numpy() > 0, after_corrupted.numpy())[0]
     arch = example.architecture

@@ -11,6 +11,12 @@ order of the neurons inside a layer: permuting them (and the weights with them)
 permutes the token states and leaves the pooled latent, the heads and the decoded
 model's function unchanged.
 
+With ``answer_width`` an MLP also reads the output neuron's answers on the whole probe
+set at once (asinh of the logits, standardized per probe over training subjects: what
+the output-only baseline reads) into each pattern's state and into the latent. The
+probe set is the zoo's, fixed, so this reader may know which probe is which; it sees
+jointly what the per-pattern signature means average away.
+
 Heads read the latent: the pattern set (multi-label logits over the zoo's pattern
 vocabulary), the corrupted pattern (logits), and the degraded model's accuracy. The
 decoder reads each token's state plus the latent and predicts a change of the
@@ -45,6 +51,7 @@ class Output:
     patterns: torch.Tensor  # [B, V] logits
     corrupted: torch.Tensor  # [B, V] logits
     accuracy: torch.Tensor  # [B] in [0, 1]
+    answers: torch.Tensor | None = None  # [B, answer_width] the answer reader's features
 
 
 def _masked_stats(values: torch.Tensor, keep: torch.Tensor) -> list[torch.Tensor]:
@@ -115,13 +122,18 @@ class PatternReader(nn.Module):
     For pattern ``p`` and neuron ``n`` a pair feature is made of the neuron's state and its
     response to ``p``'s probes (its signature column ``pattern_mean:p``, raw and relative
     to the negatives' column); pairs are pooled over the neurons by attention (order-free)
-    and next to the output neuron's own pair, then joined with a pattern embedding and the
-    model latent. The same weights read every pattern, so what is learned about one
+    and next to the output neuron's own pair, then joined with a pattern embedding, the
+    answer reader's features for the pattern (when there is one) and the model latent.
+    The same weights read every pattern's neurons, so what is learned about one
     pattern's columns transfers to the others.
     """
 
-    def __init__(self, d: int, latent: int, n_patterns: int, columns: list[int], none_column: int, dropout: float):
+    def __init__(
+        self, d: int, latent: int, n_patterns: int, columns: list[int], none_column: int, dropout: float, answer_width: int = 0
+    ):
         super().__init__()
+        self.from_answers = nn.Linear(answer_width, n_patterns * d) if answer_width else None
+        parts = 4 if answer_width else 3
         self.register_buffer("columns", torch.tensor([max(c, 0) for c in columns], dtype=torch.long), persistent=False)
         self.register_buffer("present", torch.tensor([c >= 0 for c in columns], dtype=torch.float32), persistent=False)
         self.none_column = none_column
@@ -129,10 +141,13 @@ class PatternReader(nn.Module):
         self.score = nn.Linear(d, 1)
         self.emb = nn.Embedding(n_patterns, d)
         self.from_latent = nn.Linear(latent, d)
-        self.mix = nn.Sequential(nn.LayerNorm(3 * d), nn.Linear(3 * d, d), nn.GELU(), nn.Dropout(dropout), nn.Linear(d, d))
+        self.mix = nn.Sequential(nn.LayerNorm(parts * d), nn.Linear(parts * d, d), nn.GELU(), nn.Dropout(dropout), nn.Linear(d, d))
 
-    def forward(self, tokens: torch.Tensor, sig: torch.Tensor, batch: Batch, latent: torch.Tensor) -> torch.Tensor:
-        """``[B, P, d]`` pattern states from token states ``[B, N, d]`` and the normalized signature ``[B, N, S]``."""
+    def forward(
+        self, tokens: torch.Tensor, sig: torch.Tensor, batch: Batch, latent: torch.Tensor, answers: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``[B, P, d]`` pattern states from token states ``[B, N, d]``, the normalized signature ``[B, N, S]``
+        and the answer reader's features ``[B, answer_width]``."""
         response = sig[..., self.columns] * self.present  # [B, N, P]
         none = sig[..., self.none_column : self.none_column + 1] if self.none_column >= 0 else torch.zeros_like(response[..., :1])
         relative = (response - none) * self.present
@@ -146,7 +161,10 @@ class PatternReader(nn.Module):
         scores = self.score(pairs).squeeze(-1).masked_fill(~batch.mask[:, None, :], float("-inf"))
         pooled = torch.einsum("bpn,bpnd->bpd", torch.softmax(scores, dim=-1), pairs)
         out_pair = (pairs * batch.output.to(sig.dtype)[:, None, :, None]).sum(2)
-        state = torch.cat([pooled, out_pair, self.emb.weight[None].expand(b, -1, -1)], dim=-1)
+        parts = [pooled, out_pair, self.emb.weight[None].expand(b, -1, -1)]
+        if self.from_answers is not None:
+            parts.append(self.from_answers(answers).view(b, p, -1))
+        state = torch.cat(parts, dim=-1)
         return self.mix(state) + self.from_latent(latent)[:, None, :]
 
 
@@ -211,12 +229,23 @@ class Interpreter(nn.Module):
         if config.use_weights:
             self.in_proj = nn.Linear(in_features, d)
             self.wstat_proj = nn.Linear(N_WEIGHT_STATS, d)
-        if config.probe_activations:
+        if config.probe_activations or config.answer_width:
             if probe_inputs is None:
-                raise InterpreterError("model.probe_activations needs the zoo's probe inputs (a run made by older code lacks them)")
+                raise InterpreterError(
+                    "model.probe_activations and model.answer_width need the zoo's probe inputs (a run made by older code lacks them)"
+                )
             self.register_buffer("probe_inputs", probe_inputs.float())
+        if config.probe_activations:
             self.probe_norm = nn.LayerNorm(probe_inputs.shape[0])
             self.probe_proj = nn.Linear(probe_inputs.shape[0], d)
+        aw = config.answer_width
+        if aw:
+            self.register_buffer("answer_mean", torch.zeros(probe_inputs.shape[0]))
+            self.register_buffer("answer_std", torch.ones(probe_inputs.shape[0]))
+            self.answer_mlp = nn.Sequential(
+                nn.Linear(probe_inputs.shape[0], aw), nn.GELU(), nn.Dropout(config.dropout), nn.Linear(aw, aw), nn.GELU()
+            )
+            self.answer_latent = nn.Linear(aw, latent)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.depth))
         self.ln_final = nn.LayerNorm(d)
         self.pool_query = nn.Linear(d, 1)
@@ -226,7 +255,7 @@ class Interpreter(nn.Module):
         def head(out: int) -> nn.Module:
             return nn.Sequential(nn.Linear(latent, d), nn.GELU(), nn.Linear(d, out))
 
-        self.reader = PatternReader(d, latent, n_patterns, columns or [-1] * n_patterns, none_column, config.dropout)
+        self.reader = PatternReader(d, latent, n_patterns, columns or [-1] * n_patterns, none_column, config.dropout, aw)
         self.pattern_head = nn.Linear(d, 1)
         self.corrupted_head = nn.Linear(d, 1)
         self.accuracy_head = head(1)
@@ -251,10 +280,30 @@ class Interpreter(nn.Module):
         self.sig_mean.copy_(mean)
         self.sig_std.copy_(std.clamp_min(1e-3))
 
+    def set_answer_normalization(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        self.answer_mean.copy_(mean)
+        self.answer_std.copy_(std.clamp_min(1e-3))
+
+    def probe_values(self, batch: Batch) -> torch.Tensor | None:
+        """Every neuron's value on every probe ``[B, R, N]`` (None when no part of the model reads them)."""
+        if not (self.config.probe_activations or self.config.answer_width):
+            return None
+        return subject_values(batch, batch.degraded, self.probe_inputs)
+
+    @staticmethod
+    def answers(batch: Batch, values: torch.Tensor) -> torch.Tensor:
+        """asinh of the output logit on every probe ``[B, R]``, from ``probe_values``."""
+        return torch.asinh((values * batch.output.to(values.dtype)[:, None, :]).sum(-1))
+
+    def read_answers(self, batch: Batch, values: torch.Tensor | None) -> torch.Tensor | None:
+        if not self.config.answer_width:
+            return None
+        return self.answer_mlp((self.answers(batch, values) - self.answer_mean) / self.answer_std)
+
     def normalized_signature(self, batch: Batch) -> torch.Tensor:
         return (torch.asinh(batch.signature) - self.sig_mean) / self.sig_std * batch.mask[..., None]
 
-    def embed(self, batch: Batch) -> torch.Tensor:
+    def embed(self, batch: Batch, values: torch.Tensor | None) -> torch.Tensor:
         sig = self.normalized_signature(batch)
         h = self.sig_proj(sig) + self.pos_proj(position_features(batch))
         hidden_index = batch.layer.clamp(0, self.config.max_layers - 1)
@@ -268,14 +317,14 @@ class Interpreter(nn.Module):
             scaled_in = w.w_in * batch.fan_in.sqrt()[..., None] * batch.first[..., None]
             h = h + self.in_proj(scaled_in) + self.wstat_proj(weight_features(batch, w))
         if self.config.probe_activations:
-            values = torch.asinh(subject_values(batch, batch.degraded, self.probe_inputs)).transpose(1, 2)
-            h = h + self.probe_proj(self.probe_norm(values))
+            h = h + self.probe_proj(self.probe_norm(torch.asinh(values).transpose(1, 2)))
         return h * batch.mask[..., None]
 
-    def encode(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """Token states ``[B, N, d]`` and the latent ``[B, latent]``."""
+    def encode(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Token states ``[B, N, d]``, the latent ``[B, latent]`` and the answer reader's features."""
         adj = batch.degraded.adj if self.config.use_weights else None
-        h = self.embed(batch)
+        values = self.probe_values(batch)
+        h = self.embed(batch, values)
         for block in self.blocks:
             h = block(h, batch.mask, adj)
         x = self.ln_final(h)
@@ -286,12 +335,18 @@ class Interpreter(nn.Module):
         mean = (x * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp_min(1)
         out_token = (x * batch.output[..., None]).sum(1)  # the output logit's token: unique, so order-free
         latent = self.to_latent(torch.cat([pooled, mean, out_token], dim=-1))
-        return x, latent
+        answers = self.read_answers(batch, values)
+        if answers is not None:
+            latent = latent + self.answer_latent(answers)
+        return x, latent, answers
 
-    def heads(self, batch: Batch, tokens: torch.Tensor, latent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Pattern-set logits, corrupted-pattern logits and accuracy from token states and a latent."""
+    def heads(
+        self, batch: Batch, tokens: torch.Tensor, latent: torch.Tensor, answers: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Pattern-set logits, corrupted-pattern logits and accuracy from token states, a latent and the
+        answer reader's features."""
         z = self.ln_latent(latent)
-        states = self.reader(tokens, self.normalized_signature(batch), batch, z)
+        states = self.reader(tokens, self.normalized_signature(batch), batch, z, answers)
         return (
             self.pattern_head(states).squeeze(-1).masked_fill(self.undrawn, NEVER),
             self.corrupted_head(states).squeeze(-1).masked_fill(self.undrawn, NEVER),
@@ -299,9 +354,9 @@ class Interpreter(nn.Module):
         )
 
     def forward(self, batch: Batch) -> Output:
-        tokens, latent = self.encode(batch)
-        patterns, corrupted, accuracy = self.heads(batch, tokens, latent)
-        return Output(latent, tokens, patterns, corrupted, accuracy)
+        tokens, latent, answers = self.encode(batch)
+        patterns, corrupted, accuracy = self.heads(batch, tokens, latent, answers)
+        return Output(latent, tokens, patterns, corrupted, accuracy, answers)
 
     # ------------------------------------------------------------ repair decoder
 

@@ -13,6 +13,7 @@ continues as the uninterrupted one would have.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -37,6 +38,7 @@ from zoo.readers.interpreter.data import (
     SplitData,
     Weights,
     ZooSource,
+    collate,
     dump_json,
     from_tokens,
     one_hot,
@@ -443,6 +445,18 @@ def signature_normalization(data: SplitData, limit: int = 512) -> tuple[torch.Te
     return torch.from_numpy(values.mean(0)), torch.from_numpy(values.std(0))
 
 
+def answer_normalization(model: Interpreter, data: SplitData, limit: int = 512, chunk: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-probe mean and std of the answers ``model.answers`` reads, over the first ``limit`` training rows."""
+    examples = list(itertools.islice(data.examples(), limit))
+    with torch.no_grad():
+        parts = []
+        for start in range(0, len(examples), chunk):
+            batch = collate(examples[start : start + chunk])
+            parts.append(model.answers(batch, model.probe_values(batch)))
+    values = torch.cat(parts)
+    return values.mean(0), values.std(0)
+
+
 def _console_progress(console):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -525,6 +539,8 @@ def train(
     model = build_model(config, source.describe())
     if resume is None:
         model.set_normalization(*signature_normalization(train_data))
+        if config.model.answer_width:
+            model.set_answer_normalization(*answer_normalization(model, train_data))
         state = {
             "epoch": 0, "step": 0, "best_val": None, "best_epoch": None, "select": config.select,
             "best_repair_val": None, "best_repair_epoch": None, "history": [],
