@@ -293,7 +293,7 @@ class Interpreter(nn.Module):
     @staticmethod
     def answers(batch: Batch, values: torch.Tensor) -> torch.Tensor:
         """asinh of the output logit on every probe ``[B, R]``, from ``probe_values``."""
-        return torch.asinh((values * batch.output.to(values.dtype)[:, None, :]).sum(-1))
+        return torch.asinh(output_values(batch, values))
 
     def read_answers(self, batch: Batch, values: torch.Tensor | None) -> torch.Tensor | None:
         if not self.config.answer_width:
@@ -441,4 +441,9 @@ def subject_logits(batch: Batch, weights: Weights, x: torch.Tensor) -> torch.Ten
 
     The same function as ``zoo.load_model(row)`` computes; differentiable in ``weights``.
     """
-    return (subject_values(batch, weights, x) * batch.output.to(x.dtype)[:, None, :]).sum(-1)
+    return output_values(batch, subject_values(batch, weights, x))
+
+
+def output_values(batch: Batch, values: torch.Tensor) -> torch.Tensor:
+    """The output logit ``[B, R]`` out of every neuron's values ``[B, R, N]``."""
+    return (values * batch.output.to(values.dtype)[:, None, :]).sum(-1)
