@@ -31,7 +31,7 @@ TINY_INTERPRETER = {
     "eval_batch_size": 16,
     "device": "cpu",
     "threads": 1,
-    "model": {"width": 32, "depth": 1, "heads": 2, "latent": 16, "answer_width": 16, "decoder_width": 32, "decoder_rank": 8},
+    "model": {"width": 32, "depth": 1, "heads": 2, "latent": 16, "answer_width": 16, "answer_reader": "per_pattern", "decoder_width": 32, "decoder_rank": 8},
     "optimizer": {"lr": 0.003, "warmup_steps": 5},
     "data": {"repair_per_pattern": 4, "repair_random": 16},
     "baselines": {"hidden": 16, "epochs": 50},

@@ -84,8 +84,9 @@ def _randomized_interpreter(source, **model_config):
     return model
 
 
-def test_permuting_a_layers_neurons_leaves_outputs_unchanged(records, source):
-    model = _randomized_interpreter(source)
+@pytest.mark.parametrize("answer_reader", ["joint", "per_pattern"])
+def test_permuting_a_layers_neurons_leaves_outputs_unchanged(records, source, answer_reader):
+    model = _randomized_interpreter(source, answer_reader=answer_reader)
     example = next(e for e in records if e.architecture.n_layers == 2)
     rng = np.random.default_rng(1)
     permuted = example
@@ -104,6 +105,37 @@ def test_permuting_a_layers_neurons_leaves_outputs_unchanged(records, source):
         torch.testing.assert_close(getattr(out_a, name), getattr(out_b, name), atol=1e-5, rtol=1e-4)
     assert (repaired_a.adj - a.degraded.adj).abs().max() > 1e-3, "the decoder must change the weights"
     torch.testing.assert_close(f_a, f_b, atol=1e-4, rtol=1e-4)
+
+
+def test_the_per_pattern_answer_reader_moves_features_with_the_patterns_probes():
+    """Weights shared across patterns: swapping two patterns' probes swaps their features and changes
+    no other pattern's, so nothing it learns is about which patterns go together."""
+    from zoo.readers.interpreter.model import PatternAnswers
+
+    torch.manual_seed(0)
+    labels = [0] * 4 + [-1] * 3 + [1] * 4 + [2] * 3 + [-1] * 2  # pattern 3: no probes
+    reader = PatternAnswers(labels, n_patterns=4, width=8, dropout=0.0).eval()
+    answers = torch.randn(5, len(labels))
+    swapped = answers.clone()
+    swapped[:, 0:4], swapped[:, 7:11] = answers[:, 7:11], answers[:, 0:4]
+    with torch.no_grad():
+        a, b = reader(answers), reader(swapped)
+    torch.testing.assert_close(b[:, [1, 0, 2, 3]], a)
+    assert not torch.allclose(a[:, 0], a[:, 1])
+    assert a[:, 3].abs().max() == 0, "a pattern without probes has no answers to read"
+
+
+def test_a_patterns_answers_are_summarized_by_quantiles_share_answered_yes_and_mean():
+    from zoo.readers.interpreter.model import PatternAnswers
+
+    reader = PatternAnswers([0] * 5 + [1] * 2, n_patterns=2, width=4, dropout=0.0)
+    values = torch.tensor([[3.0, -1.0, 2.0, 5.0, 4.0, 99.0], [-2.0, -4.0, 0, 0, 0, 0]])
+    summary = reader.summary(values, torch.tensor([5, 2]))
+    quantiles, share, mean = summary[:, : reader.QUANTILES], summary[:, -2], summary[:, -1]
+    assert quantiles[0, [0, 4, 8]].tolist() == [-1.0, 3.0, 5.0]
+    assert quantiles[1, [0, 8]].tolist() == [-4.0, -2.0]
+    assert share.tolist() == pytest.approx([0.8, 0.0])
+    assert mean.tolist() == pytest.approx([2.6, -3.0])
 
 
 def test_a_decoder_told_the_corrupted_pattern_reads_it_without_training_that_head(records, source):
@@ -173,13 +205,14 @@ def test_the_interpreter_names_only_patterns_the_zoo_draws(interp_run, source):
     assert not np.isin(pred.corrupted_logits.argmax(1), undrawn).any()
 
 
-def test_the_answer_reader_sees_each_probe_standardized_over_the_training_subjects(interp_run, source):
+def test_the_joint_answer_reader_sees_each_probe_standardized_over_the_training_subjects(source):
     """Per-probe scale, as the output-only baseline standardizes its features: a probe every subject
     answers alike must not drown the ones that tell patterns apart."""
-    from zoo.readers.interpreter.train import load_model
+    from zoo.readers.interpreter.train import fresh_model
 
-    model, _, _ = load_model(interp_run, "last")
-    batch = collate(list(SplitData(source, "train").examples()))
+    train = SplitData(source, "train")
+    model = fresh_model(tiny_config(model={"answer_reader": "joint"}), source, train)
+    batch = collate(list(train.examples()))
     with torch.no_grad():
         answers = model.answers(batch, model.probe_values(batch))
     standardized = (answers - model.answer_mean) / model.answer_std

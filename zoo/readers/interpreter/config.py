@@ -41,6 +41,12 @@ class ModelConfig(Strict):
         description="width of an MLP that reads the output neuron's answers on the whole probe set jointly (what the "
         "output-only baseline reads) into each pattern's state and the latent; 0: none (runs made before it existed)",
     )
+    answer_reader: Literal["joint", "per_pattern"] = Field(
+        "joint",
+        description="joint: one MLP over all probes' answers (knows which probe is which, so it learns which patterns "
+        "go together); per_pattern: each pattern's own probes, the negatives and the mean over patterns, read by "
+        "weights shared across patterns (what it learns of one pattern transfers to the others and to unseen sets)",
+    )
     decoder_width: int = Field(64, ge=8)
     decoder_rank: int = Field(32, ge=1, description="rank of the low-rank edge term of the weight decoder")
     decoder_reads_corrupted: bool = Field(

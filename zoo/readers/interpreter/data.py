@@ -34,6 +34,7 @@ from zoo.factory.manifest import read_zoo_info
 from zoo.factory.reader import shard_paths
 from zoo.factory.schema import signature_stats_of
 from zoo.patterns.library import pattern_library, selectable
+from zoo.patterns.sampler import ProbeSet
 from zoo.readers.interpreter import InterpreterError
 from zoo.subjects.architecture import Architecture
 
@@ -107,15 +108,23 @@ class ZooSource:
             "vocab_size": self.config.patterns.vocab_size,
             "seq_len": self.config.patterns.seq_len,
             "splits": self.split_source,
-            "probe_tokens": self.probe_tokens.tolist(),
+            "probe_tokens": self.probe.tokens.tolist(),
+            "probe_patterns": self.probe_patterns,
         }
 
     @property
-    def probe_tokens(self) -> np.ndarray:
-        """The zoo's probe set (the inputs its signatures were computed on): ``[n_probes, seq_len]``."""
+    def probe(self) -> ProbeSet:
+        """The zoo's probe set: the inputs its signatures were computed on, each labelled with its pattern."""
         from zoo.factory.batch import probe_set
 
-        return probe_set(self.config).tokens
+        return probe_set(self.config)
+
+    @property
+    def probe_patterns(self) -> list[int]:
+        """Each probe's pattern as an index into ``pattern_names`` (-1: a negative)."""
+        probe = self.probe
+        index = {name: i for i, name in enumerate(self.pattern_names)}
+        return [index[probe.names[p]] if p >= 0 else -1 for p in probe.pattern.tolist()]
 
 
 def open_source(path: str | Path) -> ZooSource:

@@ -15,7 +15,9 @@ With ``answer_width`` an MLP also reads the output neuron's answers on the whole
 set at once (asinh of the logits, standardized per probe over training subjects: what
 the output-only baseline reads) into each pattern's state and into the latent. The
 probe set is the zoo's, fixed, so this reader may know which probe is which; it sees
-jointly what the per-pattern signature means average away.
+jointly what the per-pattern signature means average away. With ``answer_reader:
+per_pattern`` the answers are read pattern by pattern instead (``PatternAnswers``):
+weights shared across patterns, so nothing is learned about which patterns go together.
 
 Heads read the latent: the pattern set (multi-label logits over the zoo's pattern
 vocabulary), the corrupted pattern (logits), and the degraded model's accuracy. The
@@ -51,7 +53,7 @@ class Output:
     patterns: torch.Tensor  # [B, V] logits
     corrupted: torch.Tensor  # [B, V] logits
     accuracy: torch.Tensor  # [B] in [0, 1]
-    answers: torch.Tensor | None = None  # [B, answer_width] the answer reader's features
+    answers: torch.Tensor | None = None  # the answer reader's features: [B, answer_width], or [B, P, answer_width]
 
 
 def _masked_stats(values: torch.Tensor, keep: torch.Tensor) -> list[torch.Tensor]:
@@ -116,6 +118,56 @@ def pattern_columns(stats: list[str] | tuple[str, ...], names: list[str] | tuple
     return [find(n) for n in names], find("none")
 
 
+class PatternAnswers(nn.Module):
+    """Each pattern's answers read by weights shared across patterns (equivariant in the pattern axis).
+
+    For pattern ``p``: quantiles, share answered yes and mean of the answers (asinh logits) on
+    ``p``'s own probes, beside the same of the negatives and the mean over patterns of the
+    first (DeepSets context: how many patterns the subject says yes to). Swapping two
+    patterns' probes swaps their features and nothing else, so the reader cannot learn which
+    patterns go together, only how an answered, a degraded and an absent pattern look.
+    """
+
+    QUANTILES = 9
+
+    def __init__(self, probe_patterns: list[int], n_patterns: int, width: int, dropout: float):
+        super().__init__()
+        groups = [[i for i, q in enumerate(probe_patterns) if q == p] for p in range(n_patterns)]
+        negatives = [i for i, q in enumerate(probe_patterns) if q < 0]
+        longest = max([len(g) for g in groups] + [1])
+        self.register_buffer("index", torch.tensor([g + [0] * (longest - len(g)) for g in groups], dtype=torch.long), persistent=False)
+        self.register_buffer("count", torch.tensor([len(g) for g in groups], dtype=torch.long), persistent=False)
+        self.register_buffer("negatives", torch.tensor(negatives or [0], dtype=torch.long), persistent=False)
+        self.has_negatives = bool(negatives)
+        n = self.QUANTILES + 2
+        self.mlp = nn.Sequential(nn.Linear(3 * n, width), nn.GELU(), nn.Dropout(dropout), nn.Linear(width, width), nn.GELU())
+
+    def summary(self, values: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+        """Quantiles, share above zero and mean over the first ``count`` entries of the last axis: ``[..., Q + 2]``."""
+        k = values.shape[-1]
+        valid = torch.arange(k, device=values.device) < count[..., None]
+        ranked = values.masked_fill(~valid, float("inf")).sort(-1).values
+        q = torch.linspace(0, 1, self.QUANTILES, device=values.device)
+        position = (q * (count[..., None] - 1).clamp_min(0)).round().long().expand(*values.shape[:-1], -1)
+        quantiles = ranked.gather(-1, position).masked_fill(count[..., None] == 0, 0.0)
+        keep = valid.to(values.dtype)
+        n = count[..., None].clamp_min(1).to(values.dtype)
+        share = ((values > 0).to(values.dtype) * keep).sum(-1, keepdim=True) / n
+        mean = (values * keep).sum(-1, keepdim=True) / n
+        return torch.cat([quantiles, share, mean], dim=-1)
+
+    def forward(self, answers: torch.Tensor) -> torch.Tensor:
+        """``[B, P, width]`` from the answers ``[B, R]`` (asinh of the output logit on every probe)."""
+        b, p = answers.shape[0], self.index.shape[0]
+        own = self.summary(answers[:, self.index], self.count.expand(b, -1))  # [B, P, Q + 2]
+        present = (self.count > 0).to(answers.dtype)[None, :, None]
+        context = (own * present).sum(1) / present.sum(1).clamp_min(1)
+        negatives = answers[:, self.negatives] if self.has_negatives else torch.zeros_like(answers[:, :1])
+        negative = self.summary(negatives, torch.full((b,), negatives.shape[-1] * self.has_negatives, device=answers.device))
+        features = torch.cat([own, negative[:, None].expand(-1, p, -1), context[:, None].expand(-1, p, -1)], dim=-1)
+        return self.mlp(features) * present
+
+
 class PatternReader(nn.Module):
     """Per-pattern states from the neurons, shared across patterns (equivariant in the pattern axis).
 
@@ -129,10 +181,19 @@ class PatternReader(nn.Module):
     """
 
     def __init__(
-        self, d: int, latent: int, n_patterns: int, columns: list[int], none_column: int, dropout: float, answer_width: int = 0
+        self,
+        d: int,
+        latent: int,
+        n_patterns: int,
+        columns: list[int],
+        none_column: int,
+        dropout: float,
+        answer_width: int = 0,
+        answers_per_pattern: bool = False,
     ):
         super().__init__()
-        self.from_answers = nn.Linear(answer_width, n_patterns * d) if answer_width else None
+        # joint answers [B, aw] are unpacked into one part per pattern; per-pattern answers [B, P, aw] share one map
+        self.from_answers = nn.Linear(answer_width, (1 if answers_per_pattern else n_patterns) * d) if answer_width else None
         parts = 4 if answer_width else 3
         self.register_buffer("columns", torch.tensor([max(c, 0) for c in columns], dtype=torch.long), persistent=False)
         self.register_buffer("present", torch.tensor([c >= 0 for c in columns], dtype=torch.float32), persistent=False)
@@ -147,7 +208,7 @@ class PatternReader(nn.Module):
         self, tokens: torch.Tensor, sig: torch.Tensor, batch: Batch, latent: torch.Tensor, answers: torch.Tensor | None = None
     ) -> torch.Tensor:
         """``[B, P, d]`` pattern states from token states ``[B, N, d]``, the normalized signature ``[B, N, S]``
-        and the answer reader's features ``[B, answer_width]``."""
+        and the answer reader's features (``[B, answer_width]``, or ``[B, P, answer_width]`` per pattern)."""
         response = sig[..., self.columns] * self.present  # [B, N, P]
         none = sig[..., self.none_column : self.none_column + 1] if self.none_column >= 0 else torch.zeros_like(response[..., :1])
         relative = (response - none) * self.present
@@ -211,6 +272,7 @@ class Interpreter(nn.Module):
         columns: list[int] | None = None,
         none_column: int = -1,
         probe_inputs: torch.Tensor | None = None,
+        probe_patterns: list[int] | None = None,
         drawn: list[bool] | None = None,
     ):
         super().__init__()
@@ -239,12 +301,18 @@ class Interpreter(nn.Module):
             self.probe_norm = nn.LayerNorm(probe_inputs.shape[0])
             self.probe_proj = nn.Linear(probe_inputs.shape[0], d)
         aw = config.answer_width
-        if aw:
+        per_pattern = bool(aw) and config.answer_reader == "per_pattern"
+        if per_pattern:
+            if probe_patterns is None:
+                raise InterpreterError("model.answer_reader per_pattern needs the zoo's probe labels (a run made by older code lacks them)")
+            self.answer_mlp = PatternAnswers(probe_patterns, n_patterns, aw, config.dropout)
+        elif aw:
             self.register_buffer("answer_mean", torch.zeros(probe_inputs.shape[0]))
             self.register_buffer("answer_std", torch.ones(probe_inputs.shape[0]))
             self.answer_mlp = nn.Sequential(
                 nn.Linear(probe_inputs.shape[0], aw), nn.GELU(), nn.Dropout(config.dropout), nn.Linear(aw, aw), nn.GELU()
             )
+        if aw:
             self.answer_latent = nn.Linear(aw, latent)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.depth))
         self.ln_final = nn.LayerNorm(d)
@@ -255,7 +323,7 @@ class Interpreter(nn.Module):
         def head(out: int) -> nn.Module:
             return nn.Sequential(nn.Linear(latent, d), nn.GELU(), nn.Linear(d, out))
 
-        self.reader = PatternReader(d, latent, n_patterns, columns or [-1] * n_patterns, none_column, config.dropout, aw)
+        self.reader = PatternReader(d, latent, n_patterns, columns or [-1] * n_patterns, none_column, config.dropout, aw, per_pattern)
         self.pattern_head = nn.Linear(d, 1)
         self.corrupted_head = nn.Linear(d, 1)
         self.accuracy_head = head(1)
@@ -295,9 +363,16 @@ class Interpreter(nn.Module):
         """asinh of the output logit on every probe ``[B, R]``, from ``probe_values``."""
         return torch.asinh(output_values(batch, values))
 
+    @property
+    def answers_per_pattern(self) -> bool:
+        return bool(self.config.answer_width) and self.config.answer_reader == "per_pattern"
+
     def read_answers(self, batch: Batch, values: torch.Tensor | None) -> torch.Tensor | None:
+        """The answer reader's features: ``[B, answer_width]`` jointly, ``[B, P, answer_width]`` per pattern."""
         if not self.config.answer_width:
             return None
+        if self.answers_per_pattern:
+            return self.answer_mlp(self.answers(batch, values))
         return self.answer_mlp((self.answers(batch, values) - self.answer_mean) / self.answer_std)
 
     def normalized_signature(self, batch: Batch) -> torch.Tensor:
@@ -337,7 +412,7 @@ class Interpreter(nn.Module):
         latent = self.to_latent(torch.cat([pooled, mean, out_token], dim=-1))
         answers = self.read_answers(batch, values)
         if answers is not None:
-            latent = latent + self.answer_latent(answers)
+            latent = latent + self.answer_latent(answers.mean(1) if self.answers_per_pattern else answers)
         return x, latent, answers
 
     def heads(

@@ -285,8 +285,18 @@ def build_model(config: InterpreterConfig, data_info: dict) -> Interpreter:
         columns=columns,
         none_column=none_column,
         probe_inputs=probes,
+        probe_patterns=data_info.get("probe_patterns"),
         drawn=[name in data_info.get("drawn", data_info["pattern_names"]) for name in data_info["pattern_names"]],
     )
+
+
+def fresh_model(config: InterpreterConfig, source: ZooSource, train_data: SplitData) -> Interpreter:
+    """An untrained interpreter whose input scales are set from the training subjects."""
+    model = build_model(config, source.describe())
+    model.set_normalization(*signature_normalization(train_data))
+    if config.model.answer_width and config.model.answer_reader == "joint":
+        model.set_answer_normalization(*answer_normalization(model, train_data))
+    return model
 
 
 def run_description(config: InterpreterConfig, source: ZooSource) -> dict:
@@ -536,16 +546,14 @@ def train(
     has_val = len(val_data) > 0
 
     torch.manual_seed(config.seed)
-    model = build_model(config, source.describe())
     if resume is None:
-        model.set_normalization(*signature_normalization(train_data))
-        if config.model.answer_width:
-            model.set_answer_normalization(*answer_normalization(model, train_data))
+        model = fresh_model(config, source, train_data)
         state = {
             "epoch": 0, "step": 0, "best_val": None, "best_epoch": None, "select": config.select,
             "best_repair_val": None, "best_repair_epoch": None, "history": [],
         }
     else:
+        model = build_model(config, source.describe())
         tensors = load_file(run_dir / LAST_FILE)
         model.load_state_dict({k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")})
         state = resume
