@@ -22,7 +22,7 @@ from zoo.factory.schema import SCHEMA_VERSION, record_schema, records_to_table, 
 from zoo.factory.shards import ShardInfo, write_shard
 from zoo.factory.signatures import neuron_layers, signatures, stat_names
 from zoo.patterns.sampler import ProbeSet, sampler_for
-from zoo.subjects.evaluate import score
+from zoo.subjects.evaluate import Scores, score
 from zoo.subjects.population import Population, logits, one_hot_inputs, resolve_device, to_weights
 from zoo.subjects.quantize import quantize_
 from zoo.subjects.train import SubjectJob, train_subjects
@@ -117,9 +117,9 @@ def _measure(
     outcomes: list[ModelOutcome | None] = [None] * len(jobs)
     for group in train_subjects(jobs, config.training, device, epochs=epochs):
         members = [owner[i] for i in group.indices]
-        float_scores = _score(group.population, members)
+        float_scores = benchmark_scores(group.population, members)
         quantize_(group.population, config.quantization)
-        scores = _score(group.population, members) if config.quantization != "none" else float_scores
+        scores = benchmark_scores(group.population, members) if config.quantization != "none" else float_scores
         sigs = signatures(group.population, probe, config.signature)
         weights = to_weights(group.population)
         for slot, index in enumerate(group.indices):
@@ -137,8 +137,8 @@ def _measure(
     return outcomes  # type: ignore[return-value]
 
 
-def _score(pop: Population, plans: list[BatchPlan]):
-    """Each model on its own batch's clean benchmark set (never on corrupted labels)."""
+def benchmark_scores(pop: Population, plans: list[BatchPlan]) -> Scores:
+    """Each model on its own batch's clean benchmark set (never on corrupted labels); ``plans[i]`` is model ``i``'s."""
     tokens = torch.as_tensor(np.stack([p.data.benchmark.tokens for p in plans]), device=pop.device)
     pattern = np.stack([p.data.benchmark.pattern for p in plans])
     out = logits(pop, one_hot_inputs(tokens, plans[0].architecture.vocab_size)).cpu().numpy()

@@ -24,7 +24,7 @@ repaired, positive is a loss) on the model's other patterns.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +51,8 @@ from zoo.readers.interpreter.metrics import (
 from zoo.readers.interpreter.model import NEVER, subject_logits
 from zoo.readers.interpreter.refine import Plans, refine, sequences_per_model
 from zoo.readers.interpreter.train import AdamW, Predictions, checkpoint_path, load_model, predict, resolve_device
+from zoo.subjects.population import Population, from_weights, logits, one_hot_inputs
+from zoo.subjects.train import plan_groups
 
 REPORT_KEYS = (
     "exact_match",
@@ -145,35 +147,39 @@ def judge_repair(
 ) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
     """Per model: share restored and side effect (``repair_figures``); plus mean accuracies of the
     degraded, repaired and clean models on the benchmark negatives and overall (for report.md)."""
-    from zoo import load_model as load_subject
-    from zoo.subjects.evaluate import score
+    from zoo.factory.batch import benchmark_scores
 
-    scored, degraded, clean, corrupted = [], [], [], []
-    negatives, overall = [], []
-    for example, weights in zip(examples, repaired):
-        bench = plans(example.batch_id).data.benchmark
-        n = len(example.patterns)
-        subject = load_subject({"architecture": example.architecture.to_dict(), "clean_weights": weights}, "clean")
-        with torch.no_grad():
-            logits = subject(torch.as_tensor(bench.tokens)).numpy()
-        scores = score(logits[None], bench.pattern[None], n)
-        scored.append(scores.pattern_accuracy[0])
-        negatives.append(float(scores.negative_accuracy[0]))
-        overall.append(float(scores.accuracy[0]))
-        degraded.append(np.asarray(example.metrics["degraded_pattern_accuracy"], dtype=np.float64))
-        clean.append(np.asarray(example.metrics["clean_pattern_accuracy"], dtype=np.float64))
-        corrupted.append(example.patterns.index(example.metrics["corrupted_pattern"]))
+    scored: list[np.ndarray] = [np.zeros(0)] * len(examples)
+    negatives, overall = np.zeros(len(examples)), np.zeros(len(examples))
+    for chunk, population in populations(examples, repaired):
+        scores = benchmark_scores(population, [plans(examples[i].batch_id) for i in chunk])
+        for slot, i in enumerate(chunk):
+            scored[i] = scores.pattern_accuracy[slot, : len(examples[i].patterns)]
+            negatives[i], overall[i] = scores.negative_accuracy[slot], scores.accuracy[slot]
+    degraded = [np.asarray(e.metrics["degraded_pattern_accuracy"], dtype=np.float64) for e in examples]
+    clean = [np.asarray(e.metrics["clean_pattern_accuracy"], dtype=np.float64) for e in examples]
+    corrupted = [e.patterns.index(e.metrics["corrupted_pattern"]) for e in examples]
     restored, side = repair_figures(scored, degraded, clean, corrupted)
-    m = examples
+    def mean(values) -> float:
+        return float(np.mean(values)) if len(examples) else float("nan")
+
     extra = {
-        "negatives_degraded": float(np.mean([e.metrics["degraded_negative_accuracy"] for e in m])) if m else float("nan"),
-        "negatives_repaired": float(np.mean(negatives)) if negatives else float("nan"),
-        "negatives_clean": float(np.mean([e.metrics["clean_negative_accuracy"] for e in m])) if m else float("nan"),
-        "accuracy_degraded": float(np.mean([e.metrics["degraded_accuracy"] for e in m])) if m else float("nan"),
-        "accuracy_repaired": float(np.mean(overall)) if overall else float("nan"),
-        "accuracy_clean": float(np.mean([e.metrics["clean_accuracy"] for e in m])) if m else float("nan"),
+        "negatives_degraded": mean([e.metrics["degraded_negative_accuracy"] for e in examples]),
+        "negatives_repaired": mean(negatives),
+        "negatives_clean": mean([e.metrics["clean_negative_accuracy"] for e in examples]),
+        "accuracy_degraded": mean([e.metrics["degraded_accuracy"] for e in examples]),
+        "accuracy_repaired": mean(overall),
+        "accuracy_clean": mean([e.metrics["clean_accuracy"] for e in examples]),
     }
     return restored, side, extra
+
+
+def populations(examples: list[Example], weights: list[np.ndarray], size: int = 32) -> Iterator[tuple[list[int], Population]]:
+    """``examples`` with ``weights`` (flat, ``Architecture.layout``) as padded populations of at most ``size``
+    models, each with the indices of its members: many subjects run in one batched computation."""
+    architectures = [e.architecture for e in examples]
+    for chunk in plan_groups(architectures, size):
+        yield chunk, from_weights([architectures[i] for i in chunk], [weights[i] for i in chunk])
 
 
 def answer_trace(
@@ -187,34 +193,29 @@ def answer_trace(
     in its answers. Where it does no better than a guess, the mean answer no longer shows the pattern; a reader
     trained on the answers (the output-only baseline) can still find it there, which is why the report shows both.
     """
-    from zoo import load_model as load_subject
     from zoo.patterns.library import pattern_library
 
     library = pattern_library(space)
     rng = np.random.default_rng(seed)
-    pools = {
-        n: np.unique(library[n].generate(rng, per_pattern, space.vocab_size, space.seq_len), axis=0)
-        for n in drawn
-    }
-    inside = {c: {o: library[o].predicate(pools[c]) for o in library} for c in drawn}  # [c][o]: c's sequences in o
+    pools = [np.unique(library[n].generate(rng, per_pattern, space.vocab_size, space.seq_len), axis=0) for n in drawn]
+    owner = np.repeat(np.arange(len(drawn)), [len(pool) for pool in pools])  # which candidate each sequence stands for
+    sequences = np.concatenate(pools)
+    inside = {o: library[o].predicate(sequences) for o in library}  # [o]: which sequences pattern o holds
+    x = one_hot_inputs(torch.as_tensor(sequences), space.vocab_size)
     found = np.full(len(examples), np.nan)
-    for i, example in enumerate(examples):
-        lost = example.metrics["corrupted_pattern"]
-        others = [p for p in example.patterns if p != lost]
-        candidates = [n for n in drawn if n not in others]
-        parts = [
-            pools[c][~np.any([inside[c][o] for o in others], axis=0)] if others else pools[c]
-            for c in candidates
-        ]
-        if lost not in candidates or not len(parts[candidates.index(lost)]):
-            continue  # every sequence of the lost pattern is another member's: nothing to read
-        architecture = example.architecture.to_dict()
-        subject = load_subject({"architecture": architecture, "degraded_weights": example.degraded}, "degraded")
-        with torch.no_grad():
-            logits = subject(torch.as_tensor(np.concatenate(parts))).numpy()
-        ends = np.cumsum([len(part) for part in parts])
-        means = [logits[end - len(part) : end].mean() if len(part) else -np.inf for part, end in zip(parts, ends)]
-        found[i] = float(candidates[int(np.argmax(means))] == lost)
+    for chunk, population in populations(examples, [e.degraded for e in examples]):
+        answers = logits(population, x.expand(population.size, -1, -1)).numpy()  # [models, sequences]
+        for slot, i in enumerate(chunk):
+            lost = examples[i].metrics["corrupted_pattern"]
+            others = [p for p in examples[i].patterns if p != lost]
+            kept = ~np.any([inside[o] for o in others], axis=0) if others else np.ones(len(sequences), dtype=bool)
+            means = np.full(len(drawn), -np.inf)
+            for k, name in enumerate(drawn):
+                rows = kept & (owner == k)
+                if name not in others and rows.any():
+                    means[k] = answers[slot, rows].mean()
+            if lost in drawn and np.isfinite(means[drawn.index(lost)]):  # else every lost sequence is another member's
+                found[i] = float(int(np.argmax(means)) == drawn.index(lost))
     return found
 
 
