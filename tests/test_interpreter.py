@@ -194,6 +194,15 @@ def test_training_lowers_the_loss_and_beats_chance(interp_run, source):
     assert (pred.corrupted_logits.argmax(1) == corrupted).mean() > chance
 
 
+def test_an_interpreter_with_the_joint_answer_reader_learns(interp_zoo, tmp_path):
+    """The tiny run reads answers per pattern, as the default config does; the joint reader trains too."""
+    from zoo.readers.interpreter.train import train
+
+    config = tiny_config(epochs=10, model={"answer_reader": "joint"})
+    history = train(config, interp_zoo, tmp_path / "run", progress=False)["history"]
+    assert history[-1]["train_loss"] < 0.6 * history[0]["train_loss"]
+
+
 def test_the_interpreter_names_only_patterns_the_zoo_draws(interp_run, source):
     from zoo.readers.interpreter.train import load_model, predict
 
