@@ -38,14 +38,15 @@ class ModelConfig(Strict):
     answer_width: int = Field(
         0,
         ge=0,
-        description="width of an MLP that reads the output neuron's answers on the whole probe set jointly (what the "
+        description="width of the answer reader, which reads the output neuron's answers on the probe set (what the "
         "output-only baseline reads) into each pattern's state and the latent; 0: none (runs made before it existed)",
     )
     answer_reader: Literal["joint", "per_pattern"] = Field(
         "joint",
         description="joint: one MLP over all probes' answers (knows which probe is which, so it learns which patterns "
         "go together); per_pattern: each pattern's own probes, the negatives and the mean over patterns, read by "
-        "weights shared across patterns (what it learns of one pattern transfers to the others and to unseen sets)",
+        "weights shared across patterns (what it learns of one pattern transfers to the others and to unseen sets); "
+        "the default is joint because runs made before the choice existed read jointly",
     )
     decoder_width: int = Field(64, ge=8)
     decoder_rank: int = Field(32, ge=1, description="rank of the low-rank edge term of the weight decoder")

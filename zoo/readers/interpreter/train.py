@@ -294,7 +294,7 @@ def fresh_model(config: InterpreterConfig, source: ZooSource, train_data: SplitD
     """An untrained interpreter whose input scales are set from the training subjects."""
     model = build_model(config, source.describe())
     model.set_normalization(*signature_normalization(train_data))
-    if config.model.answer_width and config.model.answer_reader == "joint":
+    if config.model.answer_width and not model.answers_per_pattern:
         model.set_answer_normalization(*answer_normalization(model, train_data))
     return model
 
