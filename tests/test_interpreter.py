@@ -107,6 +107,25 @@ def test_permuting_a_layers_neurons_leaves_outputs_unchanged(records, source, an
     torch.testing.assert_close(f_a, f_b, atol=1e-4, rtol=1e-4)
 
 
+def test_evaluation_populations_hold_each_subject_at_its_own_index(records, source):
+    """Repairs are judged on padded populations that ``plan_groups`` reorders: every member must come back
+    to its own record, computing what ``zoo.load_model`` computes."""
+    from zoo import load_model
+    from zoo.readers.interpreter.evaluate import populations
+    from zoo.subjects.population import logits, one_hot_inputs
+
+    vocab = source.config.patterns.vocab_size
+    tokens = torch.as_tensor(np.random.default_rng(0).integers(0, vocab, size=(30, source.config.patterns.seq_len)))
+    seen = []
+    for chunk, population in populations(records, [e.degraded for e in records], size=3):
+        out = logits(population, one_hot_inputs(tokens, vocab).expand(population.size, -1, -1))
+        for slot, i in enumerate(chunk):
+            row = {"architecture": records[i].architecture.to_dict(), "degraded_weights": records[i].degraded}
+            torch.testing.assert_close(out[slot], load_model(row, "degraded")(tokens).detach(), atol=1e-4, rtol=1e-4)
+        seen += chunk
+    assert sorted(seen) == list(range(len(records))) and seen != sorted(seen)
+
+
 def test_the_per_pattern_answer_reader_moves_features_with_the_patterns_probes():
     """Weights shared across patterns: swapping two patterns' probes swaps their features and changes
     no other pattern's, so nothing it learns is about which patterns go together."""
@@ -194,13 +213,17 @@ def test_training_lowers_the_loss_and_beats_chance(interp_run, source):
     assert (pred.corrupted_logits.argmax(1) == corrupted).mean() > chance
 
 
-def test_an_interpreter_with_the_joint_answer_reader_learns(interp_zoo, tmp_path):
+def test_an_interpreter_with_the_joint_answer_reader_learns(interp_zoo, source, tmp_path):
     """The tiny run reads answers per pattern, as the default config does; the joint reader trains too."""
-    from zoo.readers.interpreter.train import train
+    from zoo.readers.interpreter.train import load_model, predict, train
 
     config = tiny_config(epochs=10, model={"answer_reader": "joint"})
     history = train(config, interp_zoo, tmp_path / "run", progress=False)["history"]
     assert history[-1]["train_loss"] < 0.6 * history[0]["train_loss"]
+    model, saved, _ = load_model(tmp_path / "run", "last")
+    assert saved.model.answer_reader == "joint" and not model.answers_per_pattern
+    pred = predict(model, SplitData(source, "validation").batches(16), torch.device("cpu"))
+    assert np.isfinite(pred.pattern_probs).all() and len(pred.examples) > 0
 
 
 def test_the_interpreter_names_only_patterns_the_zoo_draws(interp_run, source):

@@ -177,6 +177,8 @@ def judge_repair(
 def populations(examples: list[Example], weights: list[np.ndarray], size: int = 32) -> Iterator[tuple[list[int], Population]]:
     """``examples`` with ``weights`` (flat, ``Architecture.layout``) as padded populations of at most ``size``
     models, each with the indices of its members: many subjects run in one batched computation."""
+    if len(weights) != len(examples):
+        raise ValueError(f"{len(weights)} weight vectors for {len(examples)} records")
     architectures = [e.architecture for e in examples]
     for chunk in plan_groups(architectures, size):
         yield chunk, from_weights([architectures[i] for i in chunk], [weights[i] for i in chunk])

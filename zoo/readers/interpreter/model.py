@@ -122,8 +122,8 @@ class PatternAnswers(nn.Module):
     """Each pattern's answers read by weights shared across patterns (equivariant in the pattern axis).
 
     For pattern ``p``: quantiles, share answered yes and mean of the answers (asinh logits) on
-    ``p``'s own probes, beside the same of the negatives and the mean over patterns of the
-    first (DeepSets context: how many patterns the subject says yes to). Swapping two
+    ``p``'s own probes, beside the same of the negatives and the mean of the first over every
+    pattern with probes (DeepSets context: how many patterns the subject says yes to). Swapping two
     patterns' probes swaps their features and nothing else, so the reader cannot learn which
     patterns go together, only how an answered, a degraded and an absent pattern look.
     """
