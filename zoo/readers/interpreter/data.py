@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -112,7 +112,7 @@ class ZooSource:
             "probe_patterns": self.probe_patterns,
         }
 
-    @property
+    @cached_property
     def probe(self) -> ProbeSet:
         """The zoo's probe set: the inputs its signatures were computed on, each labelled with its pattern."""
         from zoo.factory.batch import probe_set

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from zoo.config import ACTIVATIONS, PatternSpace
+from zoo.factory.batch import benchmark_scores
 from zoo.readers.interpreter import InterpreterError
 from zoo.readers.interpreter.config import BaselineConfig, InterpreterConfig, RefineConfig
 from zoo.readers.interpreter.data import SPLITS, Example, ZooSource, batched, collate, dump_json, one_hot, open_source, stream
@@ -147,8 +148,6 @@ def judge_repair(
 ) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
     """Per model: share restored and side effect (``repair_figures``); plus mean accuracies of the
     degraded, repaired and clean models on the benchmark negatives and overall (for report.md)."""
-    from zoo.factory.batch import benchmark_scores
-
     scored: list[np.ndarray] = [np.zeros(0)] * len(examples)
     negatives, overall = np.zeros(len(examples)), np.zeros(len(examples))
     for chunk, population in populations(examples, repaired):
@@ -203,6 +202,7 @@ def answer_trace(
     owner = np.repeat(np.arange(len(drawn)), [len(pool) for pool in pools])  # which candidate each sequence stands for
     sequences = np.concatenate(pools)
     inside = {o: library[o].predicate(sequences) for o in library}  # [o]: which sequences pattern o holds
+    members = [owner == k for k in range(len(drawn))]
     x = one_hot_inputs(torch.as_tensor(sequences), space.vocab_size)
     found = np.full(len(examples), np.nan)
     for chunk, population in populations(examples, [e.degraded for e in examples]):
@@ -213,11 +213,12 @@ def answer_trace(
             kept = ~np.any([inside[o] for o in others], axis=0) if others else np.ones(len(sequences), dtype=bool)
             means = np.full(len(drawn), -np.inf)
             for k, name in enumerate(drawn):
-                rows = kept & (owner == k)
+                rows = kept & members[k]
                 if name not in others and rows.any():
                     means[k] = answers[slot, rows].mean()
-            if lost in drawn and np.isfinite(means[drawn.index(lost)]):  # else every lost sequence is another member's
-                found[i] = float(int(np.argmax(means)) == drawn.index(lost))
+            target = drawn.index(lost) if lost in drawn else -1
+            if target >= 0 and np.isfinite(means[target]):  # else every lost sequence is another member's
+                found[i] = float(int(np.argmax(means)) == target)
     return found
 
 

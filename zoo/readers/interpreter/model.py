@@ -138,7 +138,7 @@ class PatternAnswers(nn.Module):
         self.register_buffer("index", torch.tensor([g + [0] * (longest - len(g)) for g in groups], dtype=torch.long), persistent=False)
         self.register_buffer("count", torch.tensor([len(g) for g in groups], dtype=torch.long), persistent=False)
         self.register_buffer("negatives", torch.tensor(negatives or [0], dtype=torch.long), persistent=False)
-        self.has_negatives = bool(negatives)
+        self.register_buffer("n_negatives", torch.tensor(len(negatives)), persistent=False)  # 0: summarized as zeros
         n = self.QUANTILES + 2
         self.mlp = nn.Sequential(nn.Linear(3 * n, width), nn.GELU(), nn.Dropout(dropout), nn.Linear(width, width), nn.GELU())
 
@@ -162,8 +162,7 @@ class PatternAnswers(nn.Module):
         own = self.summary(answers[:, self.index], self.count.expand(b, -1))  # [B, P, Q + 2]
         present = (self.count > 0).to(answers.dtype)[None, :, None]
         context = (own * present).sum(1) / present.sum(1).clamp_min(1)
-        negatives = answers[:, self.negatives] if self.has_negatives else torch.zeros_like(answers[:, :1])
-        negative = self.summary(negatives, torch.full((b,), negatives.shape[-1] * self.has_negatives, device=answers.device))
+        negative = self.summary(answers[:, self.negatives], self.n_negatives.expand(b))
         features = torch.cat([own, negative[:, None].expand(-1, p, -1), context[:, None].expand(-1, p, -1)], dim=-1)
         return self.mlp(features) * present
 
@@ -301,10 +300,11 @@ class Interpreter(nn.Module):
             self.probe_norm = nn.LayerNorm(probe_inputs.shape[0])
             self.probe_proj = nn.Linear(probe_inputs.shape[0], d)
         aw = config.answer_width
-        per_pattern = bool(aw) and config.answer_reader == "per_pattern"
-        if per_pattern:
+        if self.answers_per_pattern:
             if probe_patterns is None:
-                raise InterpreterError("model.answer_reader per_pattern needs the zoo's probe labels (a run made by older code lacks them)")
+                raise InterpreterError(
+                    "model.answer_reader per_pattern needs the zoo's probe labels (a run made by older code lacks them)"
+                )
             self.answer_mlp = PatternAnswers(probe_patterns, n_patterns, aw, config.dropout)
         elif aw:
             self.register_buffer("answer_mean", torch.zeros(probe_inputs.shape[0]))
@@ -323,7 +323,9 @@ class Interpreter(nn.Module):
         def head(out: int) -> nn.Module:
             return nn.Sequential(nn.Linear(latent, d), nn.GELU(), nn.Linear(d, out))
 
-        self.reader = PatternReader(d, latent, n_patterns, columns or [-1] * n_patterns, none_column, config.dropout, aw, per_pattern)
+        self.reader = PatternReader(
+            d, latent, n_patterns, columns or [-1] * n_patterns, none_column, config.dropout, aw, self.answers_per_pattern
+        )
         self.pattern_head = nn.Linear(d, 1)
         self.corrupted_head = nn.Linear(d, 1)
         self.accuracy_head = head(1)
