@@ -435,12 +435,17 @@ def test_the_answer_trace_names_the_corrupted_pattern_while_its_flipped_labels_s
     assert lo <= hits.mean() <= hi
 
 
-def test_edit_reports_per_pattern_accuracies(interp_run, interp_zoo, source, records, capsys):
-    example = records[0]
+def _addable(source, example) -> str:
+    """A pattern ``example`` lacks that has a direction: some training models have it, some do not."""
     train = list(stream(source, "train"))
     present = {p for r in train for p in r.patterns}
     everywhere = {p for p in present if all(p in r.patterns for r in train)}
-    missing = next(p for p in source.pattern_names if p not in example.patterns and p in present - everywhere)
+    return next(p for p in source.pattern_names if p not in example.patterns and p in present - everywhere)
+
+
+def test_edit_reports_per_pattern_accuracies(interp_run, interp_zoo, source, records, capsys):
+    example = records[0]
+    missing = _addable(source, example)
     code, out, err = run_cli(
         capsys, "interpret", "edit", "--run", interp_run, "--data", interp_zoo, "--model", example.example_id, "--add", missing, "--json"
     )
@@ -449,8 +454,33 @@ def test_edit_reports_per_pattern_accuracies(interp_run, interp_zoo, source, rec
     rows = result["per_pattern_accuracy"]
     assert set(rows) == set(example.patterns) | {missing}
     assert rows[missing]["trained_on"] is False
+    assert missing in result["asked_set"]
     for row in rows.values():
-        assert all(0.0 <= row[k] <= 1.0 for k in ("degraded", "repaired", "edited"))
+        assert all(0.0 <= row[k] <= 1.0 for k in ("degraded", "repaired", "edited", "edited_refined", "degraded_refined"))
+
+
+@pytest.mark.parametrize("kind", ["add", "remove"])
+def test_a_refined_edit_answers_the_asked_set(kind, interp_run, interp_zoo, source, records):
+    from zoo.readers.interpreter.edit import edit
+
+    example = records[1]
+    kept = [p for p in example.patterns if p != example.metrics["corrupted_pattern"]]  # answered before the edit
+    pattern = _addable(source, example) if kind == "add" else kept[0]
+    result = edit(interp_run, example.example_id, data_dir=interp_zoo, refine_epochs=10, **{kind: pattern})
+    row = result["per_pattern_accuracy"][pattern]
+    assert (pattern in result["asked_set"]) == (kind == "add")
+    if kind == "add":
+        assert row["edited_refined"] > 0.8 > row["degraded"]
+    else:
+        assert row["edited_refined"] < 0.2 < row["degraded"]
+
+
+def test_an_edit_without_refinement_reports_the_decoded_edit_alone(interp_run, interp_zoo, records):
+    from zoo.readers.interpreter.edit import edit
+
+    example = records[0]
+    result = edit(interp_run, example.example_id, data_dir=interp_zoo, refine_epochs=0, remove=example.patterns[0])
+    assert result["refine_epochs"] == 0 and set(result["negative_accuracy"]) == {"degraded", "repaired", "edited"}
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ from zoo.cli import main
 from zoo.config import ConfigError, ZooConfig, load_config
 from zoo.readers.probes.activations import cache_activations, model_activations, read_activations
 from zoo.readers.probes.checkpoint import load_probe
-from zoo.readers.probes.config import ProbeConfig, ProbeTuneConfig, load_probe_config
+from zoo.readers.probes.config import ProbeConfig, ProbeTuneConfig
 from zoo.readers.probes.data import LabelledData, ProbeError
 from zoo.readers.probes.probe import ModelSpec, probe_model, probe_models
 from zoo.readers.probes.train import FeatureSet, stratified_split, train_probes

@@ -58,6 +58,19 @@ def test_refinement_data_is_the_named_sets_and_holds_no_benchmark_sequence(examp
     assert (job.train_labels == member).all()
 
 
+def test_refinement_may_hold_out_another_judge_than_the_records_benchmark_set(examples, source):
+    """An edit is judged on a benchmark set of its own: that one stays out of the data."""
+    plans = Plans(source.config)
+    example = examples[0]
+    config = RefineConfig(epochs=1, train_size=250)
+    plain = refine_job(example, example.degraded, list(example.patterns), plans, config, seed=0)
+    judge = plain.train_tokens[:50]
+    job = refine_job(example, example.degraded, list(example.patterns), plans, config, seed=0, held_out=judge)
+    vocab = source.config.patterns.vocab_size
+    assert len(job.train_tokens) == 250
+    assert not np.isin(sequence_keys(job.train_tokens, vocab), sequence_keys(judge, vocab)).any()
+
+
 def test_refining_on_the_true_set_restores_the_corrupted_pattern_and_without_it_does_not(examples, source):
     plans = Plans(source.config)
     config = RefineConfig(epochs=10, train_size=300)

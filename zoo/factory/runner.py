@@ -67,7 +67,7 @@ from zoo.atomic import write_bytes_atomic
 from zoo.config import ZooConfig, dump_config
 from zoo.factory.batch import TaskStats, probe_set, produce_shard, task_batches, zoo_identity
 from zoo.factory.manifest import CONFIG_FILE, PROBE_FILE, ZOO_FILE, Manifest, clean_stale
-from zoo.factory.shards import ShardInfo, fsync_dir
+from zoo.factory.shards import ShardInfo
 
 TASK_ATTEMPTS = 3
 """A task whose worker dies this many times fails the run (a crash it causes itself, e.g. out of memory)."""

@@ -94,6 +94,7 @@ def cmd_edit(args: argparse.Namespace) -> int:
         data_dir=args.data,
         which=args.checkpoint,
         save=args.save,
+        refine_epochs=args.refine_epochs,
     )
     if args.json:
         print(json.dumps(result))
@@ -160,7 +161,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--checkpoint", choices=("best", "repair", "last"), default="best",
         help="repair: the epoch with the best validation repair loss (decodes better, reads patterns worse)",
     )
-    p.add_argument("--save", metavar="FILE", help="write the edited weights as safetensors (architecture in the metadata)")
+    p.add_argument(
+        "--refine-epochs", type=int, metavar="N",
+        help="train the edited model N epochs on the edited set's data (default: the run's refine.epochs; 0: the decoded edit alone)",
+    )
+    p.add_argument(
+        "--save", metavar="FILE",
+        help="write the edited weights (refined, when refining) as safetensors (architecture in the metadata)",
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_edit)
 

@@ -54,6 +54,11 @@ class ModelConfig(Strict):
         False,
         description="the decoder also reads the corrupted-pattern head's distribution, so it is told what to restore",
     )
+    decoder_reads_edit: bool = Field(
+        False,
+        description="the decoder also reads an edit's move of the latent (zero for a repair), so edits need not pass "
+        "through the latent's normalization; false in runs made before it existed",
+    )
     max_layers: int = Field(8, ge=1, description="deepest subject (hidden layers) the layer embedding covers")
 
     @model_validator(mode="after")
@@ -74,7 +79,13 @@ class LossConfig(Strict):
         1.0, ge=0.0, description="decoded model's outputs vs the clean model's on the repair inputs (soft BCE)"
     )
     corrupted_emphasis: float = Field(
-        4.0, ge=0.0, description="extra weight of the corrupted pattern's positives in the functional loss"
+        4.0, ge=0.0, description="extra weight of the corrupted (or edited) pattern's positives in the functional losses"
+    )
+    edit: float = Field(
+        0.0,
+        ge=0.0,
+        description="the decoder, given a latent moved along a pattern's direction, makes a model that answers the "
+        "moved set (BCE on the repair inputs); 0: off, as in runs made before it existed, whose edits barely move",
     )
 
 

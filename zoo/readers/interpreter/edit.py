@@ -7,6 +7,11 @@ remove it), decodes weights from the moved latent, and measures the edited model
 accuracy per pattern on a clean benchmark set of the record's patterns plus the
 edited one (built by the zoo's own sampler). Directions are cached in
 ``RUN/directions.safetensors`` for the checkpoint they were computed with.
+
+The decoder learned to repair, not to edit, so a move of the latent changes little (README).
+``refine.epochs`` (as in evaluation) also trains the edited model on the data the zoo makes
+for the edited set (the set the interpreter reads, with the pattern added or removed), and
+the degraded model the same way: the control that shows what the decoded edit adds.
 """
 
 from __future__ import annotations
@@ -21,7 +26,9 @@ from safetensors.torch import load_file, save_file
 
 from zoo.readers.interpreter import InterpreterError
 from zoo.readers.interpreter.data import Example, SplitData, ZooSource, collate, from_tokens, open_source, read_row
+from zoo.readers.interpreter.directions import mean_difference
 from zoo.readers.interpreter.metrics import with_corrupted
+from zoo.readers.interpreter.refine import Plans, refine
 from zoo.readers.interpreter.train import BEST_FILE, LAST_FILE, load_model, predict
 
 DIRECTIONS_FILE = "directions.safetensors"
@@ -51,13 +58,7 @@ def pattern_directions(run_dir: str | Path, model, source: ZooSource, config, wh
     pred = predict(model, data.batches(config.eval_batch_size), torch.device("cpu"))
     if not pred.examples:
         raise InterpreterError(f"{source.path}: no training records to find pattern directions in")
-    latent = torch.from_numpy(pred.latent)
-    has = torch.from_numpy(pred.targets).bool()
-    directions = torch.zeros(has.shape[1], latent.shape[1])
-    counts = torch.stack([has.sum(0), (~has).sum(0)], dim=1)
-    for k in range(has.shape[1]):
-        if counts[k, 0] and counts[k, 1]:
-            directions[k] = latent[has[:, k]].mean(0) - latent[~has[:, k]].mean(0)
+    directions, counts = mean_difference(torch.from_numpy(pred.latent), torch.from_numpy(pred.targets))
     save_file({"directions": directions, "counts": counts}, str(path), metadata={"checkpoint": tag})
     return directions, counts
 
@@ -96,8 +97,12 @@ def edit(
     data_dir: str | Path | None = None,
     which: str = "best",
     save: str | Path | None = None,
+    refine_epochs: int | None = None,
 ) -> dict:
-    """Edit one record's degraded model along a pattern direction; per-pattern accuracies before and after."""
+    """Edit one record's degraded model along a pattern direction; per-pattern accuracies before and after.
+
+    ``refine_epochs`` overrides the run's ``refine.epochs`` (0: the decoded edit alone).
+    """
     if (add is None) == (remove is None):
         raise InterpreterError("give exactly one of --add PATTERN or --remove PATTERN")
     run_dir = Path(run_dir)
@@ -130,21 +135,37 @@ def edit(
     repaired_flat = from_tokens(repaired, [arch])[0]
     edited_flat = from_tokens(edited, [arch])[0]
     names, tokens, pattern_index = _benchmark(source, example, pattern)
+    candidates = {"degraded": example.degraded, "repaired": repaired_flat, "edited": edited_flat}
+    epochs = config.refine.epochs if refine_epochs is None else refine_epochs
+    if epochs < 0:
+        raise InterpreterError(f"--refine-epochs: must be 0 or more, got {epochs}")
+    asked = [n for n, p in zip(source.pattern_names, before_sets) if p and n != pattern] + ([pattern] if add else [])
+    if epochs:
+        refined = refine(
+            [example, example],
+            [edited_flat, example.degraded],
+            [asked, asked],
+            Plans(source.config),
+            config.refine.model_copy(update={"epochs": epochs}),
+            torch.device("cpu"),
+            config.seed,
+            held_out=tokens,
+        )
+        candidates.update(zip(("edited_refined", "degraded_refined"), refined))
     rows = {}
-    results = {}
-    for label, weights in (("degraded", example.degraded), ("repaired", repaired_flat), ("edited", edited_flat)):
-        results[label] = _scores(arch, weights, tokens, pattern_index, len(names))
+    results = {label: _scores(arch, weights, tokens, pattern_index, len(names)) for label, weights in candidates.items()}
     for j, name in enumerate(names):
         rows[name] = {
             "trained_on": name in example.patterns,
             "corrupted": name == example.metrics["corrupted_pattern"],
             **{label: float(results[label][0][j]) for label in results},
         }
+    final = candidates["edited_refined" if epochs else "edited"]
     if save is not None:
         save_file(
-            {"weights": torch.from_numpy(edited_flat)},
+            {"weights": torch.from_numpy(np.asarray(final, dtype=np.float32))},
             str(save),
-            metadata={"architecture": json.dumps(arch.to_dict()), "source": example.example_id, "edit": f"{'+' if add else '-'}{pattern}"},
+            metadata={"architecture": json.dumps(arch.to_dict()), "source": example.example_id, "edit": f"{'+' if add else '-'}{pattern}", "refine_epochs": str(epochs)},
         )
     return {
         "model": example.example_id,
@@ -152,6 +173,8 @@ def edit(
         "edit": ("add" if add is not None else "remove"),
         "pattern": pattern,
         "strength": strength,
+        "refine_epochs": epochs,
+        "asked_set": [n for n in source.pattern_names if n in asked],
         "patterns": list(example.patterns),
         "corrupted_pattern": example.metrics["corrupted_pattern"],
         "per_pattern_accuracy": rows,
@@ -164,22 +187,44 @@ def edit(
     }
 
 
+COLUMNS = {
+    "degraded": "degraded",
+    "repaired": "repaired",
+    "edited": "edited",
+    "edited_refined": "edited, refined",
+    "degraded_refined": "degraded, refined",
+}
+
+
 def render_edit(result: dict, console) -> None:
     from rich.table import Table
 
     sign = "+" if result["edit"] == "add" else "-"
-    table = Table(title=f"{result['model']} ({result['architecture']}): {sign}{result['pattern']} x{result['strength']}")
-    for column in ("pattern", "trained on", "degraded", "repaired", "edited"):
-        table.add_column(column, justify="left" if column in ("pattern", "trained on") else "right")
+    table = Table(
+        title=f"{result['model']} ({result['architecture']}): {sign}{result['pattern']} x{result['strength']}",
+        caption="share answered yes on each pattern's benchmark positives; negatives: share answered no",
+    )
+    labels = [label for label in COLUMNS if label in result["negative_accuracy"]]
+    for column in ("pattern", "trained on", "asked"):
+        table.add_column(column)
+    for label in labels:
+        table.add_column(COLUMNS[label], justify="right")
+    asked = set(result["asked_set"])
     for name, row in result["per_pattern_accuracy"].items():
         mark = "yes (corrupted)" if row["corrupted"] else "yes" if row["trained_on"] else "no"
-        table.add_row(name, mark, f"{row['degraded']:.3f}", f"{row['repaired']:.3f}", f"{row['edited']:.3f}")
+        table.add_row(name, mark, "yes" if name in asked else "no", *(f"{row[label]:.3f}" for label in labels))
     neg = result["negative_accuracy"]
-    table.add_row("negatives", "", f"{neg['degraded']:.3f}", f"{neg['repaired']:.3f}", f"{neg['edited']:.3f}")
+    table.add_row("negatives", "", "", *(f"{neg[label]:.3f}" for label in labels))
     console.print(table)
     console.print(
         f"interpreter reads: {', '.join(result['predicted_patterns']['before']) or '(none)'}; "
         f"after the edit: {', '.join(result['predicted_patterns']['after']) or '(none)'}"
     )
+    if result["refine_epochs"]:
+        console.print(
+            f"refined: {result['refine_epochs']} epochs on the zoo's data for the asked set "
+            f"({', '.join(result['asked_set']) or 'none'}); degraded, refined is the control"
+        )
     if result["saved"]:
-        console.print(f"edited weights written to {result['saved']}")
+        kind = "refined edited" if result["refine_epochs"] else "edited"
+        console.print(f"{kind} weights written to {result['saved']}")

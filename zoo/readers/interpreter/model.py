@@ -333,6 +333,7 @@ class Interpreter(nn.Module):
         dd, rank = config.decoder_width, config.decoder_rank
         self.dec_latent = nn.Linear(latent, d)
         self.dec_pattern = nn.Linear(n_patterns, d, bias=False) if config.decoder_reads_corrupted else None
+        self.dec_edit = nn.Linear(latent, d, bias=False) if config.decoder_reads_edit else None
         self.dec_block = Block(config)
         self.dec_mlp = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, dd), nn.GELU(), nn.Linear(dd, dd), nn.GELU())
         self.dec_in = nn.Linear(dd, in_features)
@@ -343,6 +344,8 @@ class Interpreter(nn.Module):
         for layer in (self.dec_in, self.dec_bias, self.dec_gate, self.dec_q):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
+        if self.dec_edit is not None:
+            nn.init.zeros_(self.dec_edit.weight)
 
     # ------------------------------------------------------------ encoder and heads
 
@@ -440,11 +443,16 @@ class Interpreter(nn.Module):
     def decode(self, batch: Batch, out: Output, latent: torch.Tensor | None = None) -> Weights:
         """The change to the degraded weights (token space) that should make the clean model.
 
-        ``latent`` overrides the encoder's (edits). The corrupted-pattern distribution enters
-        detached: the repair loss should not bend the head that names the pattern.
+        ``latent`` overrides the encoder's (edits); with ``decoder_reads_edit`` the decoder also reads
+        the move itself (``latent`` less the encoder's), which is zero for a plain repair. The
+        corrupted-pattern distribution enters detached: the repair loss should not bend the head
+        that names the pattern.
         """
         adj = batch.degraded.adj if self.config.use_weights else None
-        h = out.tokens + self.dec_latent(self.ln_latent(out.latent if latent is None else latent))[:, None, :]
+        moved = out.latent if latent is None else latent
+        h = out.tokens + self.dec_latent(self.ln_latent(moved))[:, None, :]
+        if self.dec_edit is not None and latent is not None:
+            h = h + self.dec_edit(moved - out.latent)[:, None, :]
         if self.dec_pattern is not None:
             h = h + self.dec_pattern(torch.softmax(out.corrupted.detach(), dim=-1))[:, None, :]
         h = self.dec_block(h, batch.mask, adj)

@@ -10,6 +10,8 @@ The data is the zoo's own recipe for the *named* set (``PatternSampler.batch_dat
 seed per record), with every sequence of the record's benchmark set removed, so the judge
 stays held out. The same refinement started from the degraded weights is the control that
 shows what the decoder adds.
+
+``zoo interpret edit`` refines an edited model the same way, on the data for the edited set.
 """
 
 from __future__ import annotations
@@ -67,14 +69,22 @@ def sequences_per_model(config: RefineConfig, zoo: ZooConfig) -> int:
 
 
 def refine_job(
-    example: Example, start: np.ndarray, named: Sequence[str], plans: Plans, config: RefineConfig, seed: int
+    example: Example,
+    start: np.ndarray,
+    named: Sequence[str],
+    plans: Plans,
+    config: RefineConfig,
+    seed: int,
+    *,
+    held_out: np.ndarray | None = None,
 ) -> SubjectJob:
-    """Train ``start`` (flat weights of ``example``'s architecture) on the data the zoo makes for ``named``."""
+    """Train ``start`` (flat weights of ``example``'s architecture) on the data the zoo makes for ``named``,
+    none of it in ``held_out`` (the judge: by default the record's benchmark set)."""
     zoo = plans.config
     plan = plans(example.batch_id)
     data_seed = batch_seed(seed, 1_000_003 * example.batch_id + example.pair_index)
     data = sampler_for(zoo.patterns).batch_data(tuple(named), data_seed)
-    bench = plan.data.benchmark.tokens
+    bench = plan.data.benchmark.tokens if held_out is None else held_out
     vocab = zoo.patterns.vocab_size
     size = sequences_per_model(config, zoo)
     train_tokens, train_labels = outside(data.train, bench, size, vocab)
@@ -100,17 +110,20 @@ def refine(
     config: RefineConfig,
     device: torch.device,
     seed: int,
+    *,
+    held_out: np.ndarray | None = None,
 ) -> list[np.ndarray]:
     """Flat weights of every ``starts[i]`` after ``config.epochs`` on ``named_sets[i]``'s data.
 
     A named set the sampler makes no data for (none at all, or patterns whose positives all
-    lie inside each other's) leaves its model unchanged.
+    lie inside each other's) leaves its model unchanged. ``held_out`` applies to every model
+    (see ``refine_job``).
     """
     out = [np.asarray(s, dtype=np.float32) for s in starts]
     todo, jobs = [], []
     for i, named in enumerate(named_sets):
         try:
-            jobs.append(refine_job(examples[i], starts[i], named, plans, config, seed))
+            jobs.append(refine_job(examples[i], starts[i], named, plans, config, seed, held_out=held_out))
         except ValueError:
             continue
         todo.append(i)

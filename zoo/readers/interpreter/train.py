@@ -20,7 +20,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +45,7 @@ from zoo.readers.interpreter.data import (
     open_source,
     repair_inputs,
 )
+from zoo.readers.interpreter.directions import LatentMeans, edited_sets, sample_edits
 from zoo.readers.interpreter.metrics import choose_threshold, exact_match, macro_f1, mae, top1, with_corrupted
 from zoo.readers.interpreter.model import Interpreter, Output, pattern_columns, subject_logits
 
@@ -114,12 +115,50 @@ def function_loss(batch: Batch, repaired: Weights, inputs: RepairInputs, emphasi
     return (loss * weight).sum() / weight.sum()
 
 
+@dataclass
+class Edits:
+    """What the edit term draws on: the latent means its directions come from, and the generator of its edits."""
+
+    means: LatentMeans
+    generator: torch.Generator
+
+
+def edit_loss(model: Interpreter, batch: Batch, out: Output, inputs: RepairInputs, edits: Edits, emphasis: float) -> torch.Tensor | None:
+    """BCE of the model decoded from a latent moved along one pattern's direction, against the moved set's labels.
+
+    Each model adds a pattern it lacks or removes one it has (``sample_edits``); the labels on the
+    repair inputs are those of the edited set (a sequence is positive when it matches one of its
+    patterns), the edited pattern's sequences weigh ``1 + emphasis``. Token states and the latent
+    enter detached: edits teach the decoder to follow the directions, not the encoder to make them.
+    None while no pattern has been seen both with and without.
+    """
+    directions, known = edits.means.directions()
+    if not bool(known.any()):
+        return None
+    pattern, sign = sample_edits(batch.targets, known & ~model.undrawn, edits.generator)
+    pattern, sign = pattern.to(out.latent.device), sign.to(out.latent.device)
+    moved = out.latent.detach() + sign[:, None] * directions[pattern]
+    frozen = replace(out, tokens=out.tokens.detach(), corrupted=out.corrupted.detach())
+    edited = batch.degraded + model.decode(batch, frozen, moved)
+    labels = (edited_sets(batch.targets, pattern, sign) @ inputs.member.T > 0).to(moved.dtype)
+    weight = 1.0 + emphasis * inputs.member[:, pattern].T * (sign != 0).to(moved.dtype)[:, None]
+    loss = F.binary_cross_entropy_with_logits(subject_logits(batch, edited, inputs.x), labels, reduction="none")
+    return (loss * weight).sum() / weight.sum()
+
+
 def losses(
-    model: Interpreter, batch: Batch, config: InterpreterConfig, inputs: RepairInputs, *, every_term: bool = False
+    model: Interpreter,
+    batch: Batch,
+    config: InterpreterConfig,
+    inputs: RepairInputs,
+    *,
+    every_term: bool = False,
+    edits: Edits | None = None,
 ) -> tuple[torch.Tensor, dict[str, float], Output, Weights | None]:
     """Total loss, its terms, the heads' outputs and (when a repair term is on) the decoded change.
 
-    Terms with weight 0 are skipped unless ``every_term`` (evaluation reports them all).
+    Terms with weight 0 are skipped unless ``every_term`` (evaluation reports them all); the
+    edit term needs ``edits``.
     """
     w = config.loss
     out = model(batch)
@@ -137,12 +176,17 @@ def losses(
             terms["repair_weights"] = weight_loss(batch, delta)
         if w.repair_function or every_term:
             terms["repair_function"] = function_loss(batch, batch.degraded + delta, inputs, w.corrupted_emphasis)
+    if edits is not None and (w.edit or every_term):
+        term = edit_loss(model, batch, out, inputs, edits, w.corrupted_emphasis)
+        if term is not None:
+            terms["edit"] = term
     weights = {
         "patterns": w.patterns,
         "corrupted": w.corrupted,
         "accuracy": w.accuracy,
         "repair_weights": w.repair_weights,
         "repair_function": w.repair_function,
+        "edit": w.edit,
     }
     total = sum(weights[name] * value for name, value in terms.items())
     return total, {name: float(value.detach()) for name, value in terms.items()}, out, delta
@@ -232,9 +276,16 @@ def quick_metrics(pred: Predictions, names: tuple[str, ...], threshold: float | 
 
 
 def evaluate_loss(
-    model: Interpreter, data: SplitData, config: InterpreterConfig, inputs: RepairInputs, device: torch.device
+    model: Interpreter,
+    data: SplitData,
+    config: InterpreterConfig,
+    inputs: RepairInputs,
+    device: torch.device,
+    means: LatentMeans | None = None,
 ) -> tuple[dict[str, float], Predictions]:
-    """Mean loss terms and quick metrics over a split (no gradient)."""
+    """Mean loss terms and quick metrics over a split (no gradient); the edit term along ``means``' directions,
+    with the same edits every call."""
+    edits = None if means is None else Edits(means, torch.Generator().manual_seed(config.seed))
     model.eval()
     sums: dict[str, float] = {}
     total, rows = 0.0, 0
@@ -242,7 +293,7 @@ def evaluate_loss(
     with torch.no_grad():
         for chunk, batch in data.batches(config.eval_batch_size):
             batch = batch.to(device)
-            loss, terms, out, _ = losses(model, batch, config, inputs, every_term=True)
+            loss, terms, out, _ = losses(model, batch, config, inputs, every_term=True, edits=edits)
             n = len(chunk)
             total += float(loss) * n
             rows += n
@@ -364,11 +415,11 @@ def _save_atomic(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[st
 
 
 def save_checkpoint(
-    run_dir: Path, model: Interpreter, optimizer: AdamW, state: dict, best: bool, best_repair: bool
+    run_dir: Path, model: Interpreter, optimizer: AdamW, means: LatentMeans, state: dict, best: bool, best_repair: bool
 ) -> None:
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     epoch = {"epoch": str(state["epoch"])}
-    _save_atomic({**tensors, **optimizer.state_tensors()}, run_dir / LAST_FILE, epoch)
+    _save_atomic({**tensors, **optimizer.state_tensors(), **means.state_tensors()}, run_dir / LAST_FILE, epoch)
     if best:
         _save_atomic(tensors, run_dir / BEST_FILE, epoch)
     if best_repair:
@@ -566,8 +617,10 @@ def train(
         betas=(config.optimizer.beta1, config.optimizer.beta2),
         weight_decay=config.optimizer.weight_decay,
     )
+    means = LatentMeans(model.n_patterns, config.model.latent, device=device)
     if resume is not None:
         optimizer.load_state_tensors(tensors)
+        means.load_state_tensors(tensors)
     inputs = RepairInputs.build(source, config, device)
     steps_per_epoch = math.ceil(n_train / config.batch_size)
     total_steps = steps_per_epoch * config.epochs
@@ -587,10 +640,12 @@ def train(
             started = time.perf_counter()
             sums: dict[str, float] = {}
             seen = 0
+            edits = Edits(means, torch.Generator().manual_seed(config.seed * 100_003 + epoch))
             for chunk, batch in train_data.batches(config.batch_size, seed=config.seed * 100_003 + epoch):
                 batch = batch.to(device)
                 optimizer.lr = _lr(config, state["step"], total_steps)
-                loss, terms, _, _ = losses(model, batch, config, inputs)
+                loss, terms, out, _ = losses(model, batch, config, inputs, edits=edits if config.loss.edit else None)
+                means.update(out.latent.detach(), batch.targets)
                 optimizer.zero_grad()
                 loss.backward()
                 if config.optimizer.grad_clip:
@@ -607,7 +662,7 @@ def train(
             metrics = {"epoch": epoch + 1, "seconds": time.perf_counter() - started}
             metrics.update({f"train_{k}": v / max(seen, 1) for k, v in sums.items()})
             if has_val:
-                figures, pred = evaluate_loss(model, val_data, config, inputs, device)
+                figures, pred = evaluate_loss(model, val_data, config, inputs, device, means if config.loss.edit else None)
                 metrics.update({f"val_{k}": v for k, v in figures.items()})
                 quick = quick_metrics(pred, source.pattern_names, config.set_threshold)
                 metrics.update({f"val_{k}": v for k, v in quick.items()})
@@ -623,7 +678,7 @@ def train(
                 state["best_repair_val"], state["best_repair_epoch"] = repair_loss, epoch + 1
             state["epoch"] = epoch + 1
             state["history"].append(metrics)
-            save_checkpoint(run_dir, model, optimizer, state, best, best_repair)
+            save_checkpoint(run_dir, model, optimizer, means, state, best, best_repair)
             if console is not None:
                 shown = ", ".join(
                     f"{k.removeprefix('val_')} {v:.3f}" for k, v in metrics.items() if k.startswith("val_") and not k.startswith("val_loss_")
