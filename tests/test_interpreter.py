@@ -483,6 +483,21 @@ def test_an_edit_without_refinement_reports_the_decoded_edit_alone(interp_run, i
     assert result["refine_epochs"] == 0 and set(result["negative_accuracy"]) == {"degraded", "repaired", "edited"}
 
 
+def test_an_edit_survey_sums_up_random_adds_and_removes(interp_run, interp_zoo, source, capsys):
+    code, out, err = run_cli(
+        capsys, "interpret", "edit", "--run", interp_run, "--data", interp_zoo, "--sample", "6", "--split", "train",
+        "--refine-epochs", "2", "--json",
+    )
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["add"]["records"] + result["remove"]["records"] == 6
+    for kind in ("add", "remove"):
+        for label in ("degraded", "repaired", "edited", "edited_refined", "degraded_refined"):
+            figures = result[kind][label]
+            assert all(0.0 <= figures[key] <= 1.0 for key in ("pattern", "met", "negatives"))
+    assert result["add"]["degraded"]["met"] <= result["add"]["degraded_refined"]["met"]
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -491,6 +506,9 @@ def test_an_edit_without_refinement_reports_the_decoded_edit_alone(interp_run, i
         (["interpret", "eval", "--run", "{tmp}/nothing", "--data", "{zoo}"], "not an interpreter run"),
         (["interpret", "eval", "--run", "{run}", "--data", "{zoo}", "--split", "holdout"], "unknown split"),
         (["interpret", "edit", "--run", "{run}", "--data", "{zoo}", "--model", "0", "--add", "telepathy"], "unknown pattern"),
+        (["interpret", "edit", "--run", "{run}", "--data", "{zoo}", "--model", "0"], "give exactly one of --add"),
+        (["interpret", "edit", "--run", "{run}", "--data", "{zoo}", "--sample", "2", "--add", "all_same"], "--sample draws its own"),
+        (["interpret", "edit", "--run", "{run}", "--data", "{zoo}", "--sample", "0"], "--sample: must be 1 or more"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args, message, interp_run, interp_zoo, tmp_path, capsys):

@@ -83,23 +83,22 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_edit(args: argparse.Namespace) -> int:
-    from zoo.readers.interpreter.edit import edit, render_edit
+    from zoo.readers.interpreter import InterpreterError
+    from zoo.readers.interpreter.edit import edit, render_edit, render_survey, survey
 
-    result = edit(
-        args.run,
-        args.model,
-        add=args.add,
-        remove=args.remove,
-        strength=args.strength,
-        data_dir=args.data,
-        which=args.checkpoint,
-        save=args.save,
-        refine_epochs=args.refine_epochs,
-    )
+    common = {"data_dir": args.data, "which": args.checkpoint, "refine_epochs": args.refine_epochs}
+    if args.sample is not None:
+        if args.add or args.remove or args.save:
+            raise InterpreterError("--sample draws its own edits: drop --add, --remove and --save")
+        result = survey(args.run, sample=args.sample, split=args.split, **common)
+        render = render_survey
+    else:
+        result = edit(args.run, args.model, add=args.add, remove=args.remove, strength=args.strength, save=args.save, **common)
+        render = render_edit
     if args.json:
         print(json.dumps(result))
     else:
-        render_edit(result, _console())
+        render(result, _console())
     return 0
 
 
@@ -151,8 +150,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("edit", help="add or remove a pattern by moving a model's latent, decode, and score it")
     p.add_argument("--run", required=True)
-    p.add_argument("--model", required=True, help="record: example_id or row index in the zoo")
-    group = p.add_mutually_exclusive_group(required=True)
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--model", help="record: example_id or row index in the zoo")
+    which.add_argument("--sample", type=int, metavar="N", help="random edits of N records of --split, summed up")
+    p.add_argument("--split", default="test", help="the split --sample draws from (default test)")
+    group = p.add_mutually_exclusive_group()
     group.add_argument("--add", metavar="PATTERN")
     group.add_argument("--remove", metavar="PATTERN")
     p.add_argument("--data", help="zoo folder (default: the one the run was trained on)")

@@ -25,19 +25,17 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from zoo.readers.interpreter import InterpreterError
-from zoo.readers.interpreter.data import Example, SplitData, ZooSource, collate, from_tokens, open_source, read_row
+from zoo.readers.interpreter.data import Example, SplitData, ZooSource, collate, from_tokens, open_source, read_row, stream
 from zoo.readers.interpreter.directions import mean_difference
 from zoo.readers.interpreter.metrics import with_corrupted
 from zoo.readers.interpreter.refine import Plans, refine
-from zoo.readers.interpreter.train import BEST_FILE, LAST_FILE, load_model, predict
+from zoo.readers.interpreter.train import checkpoint_path, load_model, predict
 
 DIRECTIONS_FILE = "directions.safetensors"
 
 
 def _checkpoint_tag(run_dir: Path, which: str) -> str:
-    path = run_dir / (BEST_FILE if which == "best" else LAST_FILE)
-    if not path.is_file():
-        path = run_dir / LAST_FILE
+    path = checkpoint_path(run_dir, which)
     stat = path.stat()
     return f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}"
 
@@ -87,6 +85,102 @@ def _scores(architecture, weights: np.ndarray, tokens: np.ndarray, pattern: np.n
     return s.pattern_accuracy[0], float(s.negative_accuracy[0])
 
 
+class Editor:
+    """A run loaded for edits: its interpreter, the zoo it reads and the pattern directions (found once)."""
+
+    def __init__(self, run_dir: str | Path, data_dir: str | Path | None = None, which: str = "best"):
+        self.run_dir = Path(run_dir)
+        self.model, self.config, description = load_model(self.run_dir, which)
+        self.source = open_source(data_dir if data_dir is not None else description["data"]["zoo_dir"])
+        if list(self.source.pattern_names) != list(description["data"]["pattern_names"]):
+            raise InterpreterError(f"{self.source.path}: its pattern vocabulary differs from the one {run_dir} was trained on")
+        self.directions, self.counts = pattern_directions(self.run_dir, self.model, self.source, self.config, which)
+        self.plans = Plans(self.source.config)
+
+    def has_direction(self, pattern: str) -> bool:
+        k = self.source.pattern_names.index(pattern)
+        return bool(self.counts[k, 0] and self.counts[k, 1])
+
+    def check(self, pattern: str) -> None:
+        names = self.source.pattern_names
+        if pattern not in names:
+            raise InterpreterError(f"unknown pattern {pattern!r}; the zoo's patterns are {', '.join(names)}")
+        if not self.has_direction(pattern):
+            counts = self.counts[names.index(pattern)]
+            raise InterpreterError(
+                f"no direction for {pattern!r}: the training split has {int(counts[0])} models with it "
+                f"and {int(counts[1])} without"
+            )
+
+    def __call__(
+        self, example: Example, pattern: str, add: bool, strength: float = 1.0, refine_epochs: int | None = None
+    ) -> tuple[dict, np.ndarray]:
+        """The edit's figures (as ``edit`` returns them) and the final weights (refined when refining)."""
+        self.check(pattern)
+        epochs = self.config.refine.epochs if refine_epochs is None else refine_epochs
+        if epochs < 0:
+            raise InterpreterError(f"--refine-epochs: must be 0 or more, got {epochs}")
+        model, names_all = self.model, self.source.pattern_names
+        k = names_all.index(pattern)
+        batch = collate([example])
+        with torch.no_grad():
+            out = model(batch)
+            moved = out.latent + (1.0 if add else -1.0) * strength * self.directions[k][None, :]
+            repaired = model.repair(batch, out)
+            edited = model.repair(batch, out, latent=moved)
+            after_patterns, after_corrupted, _ = model.heads(batch, out.tokens, moved, out.answers)
+            before_sets = with_corrupted(out.patterns.numpy() > 0, out.corrupted.numpy())[0]  # as evaluation reads sets
+            after_sets = with_corrupted(after_patterns.numpy() > 0, after_corrupted.numpy())[0]
+        arch = example.architecture
+        candidates = {
+            "degraded": example.degraded,
+            "repaired": from_tokens(repaired, [arch])[0],
+            "edited": from_tokens(edited, [arch])[0],
+        }
+        names, tokens, pattern_index = _benchmark(self.source, example, pattern)
+        asked = [n for n, p in zip(names_all, before_sets) if p and n != pattern] + ([pattern] if add else [])
+        if epochs:
+            refined = refine(
+                [example, example],
+                [candidates["edited"], example.degraded],
+                [asked, asked],
+                self.plans,
+                self.config.refine.model_copy(update={"epochs": epochs}),
+                torch.device("cpu"),
+                self.config.seed,
+                held_out=tokens,
+            )
+            candidates.update(zip(("edited_refined", "degraded_refined"), refined))
+        scores = {label: _scores(arch, weights, tokens, pattern_index, len(names)) for label, weights in candidates.items()}
+        rows = {
+            name: {
+                "trained_on": name in example.patterns,
+                "corrupted": name == example.metrics["corrupted_pattern"],
+                **{label: float(scores[label][0][j]) for label in scores},
+            }
+            for j, name in enumerate(names)
+        }
+        result = {
+            "model": example.example_id,
+            "architecture": arch.describe(),
+            "edit": "add" if add else "remove",
+            "pattern": pattern,
+            "strength": strength,
+            "refine_epochs": epochs,
+            "asked_set": [n for n in names_all if n in asked],
+            "patterns": list(example.patterns),
+            "corrupted_pattern": example.metrics["corrupted_pattern"],
+            "per_pattern_accuracy": rows,
+            "negative_accuracy": {label: scores[label][1] for label in scores},
+            "predicted_patterns": {
+                "before": [n for n, p in zip(names_all, before_sets) if p],
+                "after": [n for n, p in zip(names_all, after_sets) if p],
+            },
+            "saved": None,
+        }
+        return result, np.asarray(candidates["edited_refined" if epochs else "edited"], dtype=np.float32)
+
+
 def edit(
     run_dir: str | Path,
     model_ref: str,
@@ -105,86 +199,83 @@ def edit(
     """
     if (add is None) == (remove is None):
         raise InterpreterError("give exactly one of --add PATTERN or --remove PATTERN")
-    run_dir = Path(run_dir)
-    model, config, description = load_model(run_dir, which)
-    source = open_source(data_dir if data_dir is not None else description["data"]["zoo_dir"])
-    if list(source.pattern_names) != list(description["data"]["pattern_names"]):
-        raise InterpreterError(f"{source.path}: its pattern vocabulary differs from the one {run_dir} was trained on")
-    pattern = add if add is not None else remove
-    if pattern not in source.pattern_names:
-        raise InterpreterError(f"unknown pattern {pattern!r}; the zoo's patterns are {', '.join(source.pattern_names)}")
-    k = source.pattern_names.index(pattern)
-    directions, counts = pattern_directions(run_dir, model, source, config, which)
-    if not (counts[k, 0] and counts[k, 1]):
-        raise InterpreterError(
-            f"no direction for {pattern!r}: the training split has {int(counts[k, 0])} models with it "
-            f"and {int(counts[k, 1])} without"
-        )
-    example = read_row(source, model_ref)
-    sign = 1.0 if add is not None else -1.0
-    batch = collate([example])
-    with torch.no_grad():
-        out = model(batch)
-        moved = out.latent + sign * strength * directions[k][None, :]
-        repaired = model.repair(batch, out)
-        edited = model.repair(batch, out, latent=moved)
-        after_patterns, after_corrupted, _ = model.heads(batch, out.tokens, moved, out.answers)
-        before_sets = with_corrupted(out.patterns.numpy() > 0, out.corrupted.numpy())[0]  # as evaluation reads sets
-        after_sets = with_corrupted(after_patterns.numpy() > 0, after_corrupted.numpy())[0]
-    arch = example.architecture
-    repaired_flat = from_tokens(repaired, [arch])[0]
-    edited_flat = from_tokens(edited, [arch])[0]
-    names, tokens, pattern_index = _benchmark(source, example, pattern)
-    candidates = {"degraded": example.degraded, "repaired": repaired_flat, "edited": edited_flat}
-    epochs = config.refine.epochs if refine_epochs is None else refine_epochs
-    if epochs < 0:
-        raise InterpreterError(f"--refine-epochs: must be 0 or more, got {epochs}")
-    asked = [n for n, p in zip(source.pattern_names, before_sets) if p and n != pattern] + ([pattern] if add else [])
-    if epochs:
-        refined = refine(
-            [example, example],
-            [edited_flat, example.degraded],
-            [asked, asked],
-            Plans(source.config),
-            config.refine.model_copy(update={"epochs": epochs}),
-            torch.device("cpu"),
-            config.seed,
-            held_out=tokens,
-        )
-        candidates.update(zip(("edited_refined", "degraded_refined"), refined))
-    rows = {}
-    results = {label: _scores(arch, weights, tokens, pattern_index, len(names)) for label, weights in candidates.items()}
-    for j, name in enumerate(names):
-        rows[name] = {
-            "trained_on": name in example.patterns,
-            "corrupted": name == example.metrics["corrupted_pattern"],
-            **{label: float(results[label][0][j]) for label in results},
-        }
-    final = candidates["edited_refined" if epochs else "edited"]
+    editor = Editor(run_dir, data_dir, which)
+    example = read_row(editor.source, model_ref)
+    result, weights = editor(example, add if add is not None else remove, add is not None, strength, refine_epochs)
     if save is not None:
+        sign = "+" if add is not None else "-"
         save_file(
-            {"weights": torch.from_numpy(np.asarray(final, dtype=np.float32))},
+            {"weights": torch.from_numpy(weights)},
             str(save),
-            metadata={"architecture": json.dumps(arch.to_dict()), "source": example.example_id, "edit": f"{'+' if add else '-'}{pattern}", "refine_epochs": str(epochs)},
+            metadata={
+                "architecture": json.dumps(example.architecture.to_dict()),
+                "source": example.example_id,
+                "edit": f"{sign}{result['pattern']}",
+                "refine_epochs": str(result["refine_epochs"]),
+            },
         )
-    return {
-        "model": example.example_id,
-        "architecture": arch.describe(),
-        "edit": ("add" if add is not None else "remove"),
-        "pattern": pattern,
-        "strength": strength,
-        "refine_epochs": epochs,
-        "asked_set": [n for n in source.pattern_names if n in asked],
-        "patterns": list(example.patterns),
-        "corrupted_pattern": example.metrics["corrupted_pattern"],
-        "per_pattern_accuracy": rows,
-        "negative_accuracy": {label: results[label][1] for label in results},
-        "predicted_patterns": {
-            "before": [n for n, p in zip(source.pattern_names, before_sets) if p],
-            "after": [n for n, p in zip(source.pattern_names, after_sets) if p],
-        },
-        "saved": None if save is None else str(save),
-    }
+        result["saved"] = str(save)
+    return result
+
+
+def survey(
+    run_dir: str | Path,
+    *,
+    sample: int,
+    split: str = "test",
+    data_dir: str | Path | None = None,
+    which: str = "best",
+    refine_epochs: int | None = None,
+) -> dict:
+    """Random edits of ``sample`` records of a split, summed up per kind (add, remove) and weights.
+
+    Each record adds a pattern it lacks or removes one it has (a coin where both are possible),
+    uniform among the patterns with a direction; seeded by the run's seed. Per kind and weights
+    (degraded, repaired, edited, and when refining edited and degraded refined): the edited
+    pattern's yes-rate on its positives, the share of edits met (yes-rate at least 0.5 for an
+    add, below for a remove), the other benchmark patterns' yes-rate and the negatives' accuracy.
+    """
+    if sample < 1:
+        raise InterpreterError(f"--sample: must be 1 or more, got {sample}")
+    editor = Editor(run_dir, data_dir, which)
+    if editor.source.rows(split) == 0:
+        raise InterpreterError(f"--split: split {split!r} of {editor.source.path} holds no records")
+    examples = list(stream(editor.source, split))
+    rng = np.random.default_rng([editor.config.seed, 4243])
+    picked: dict[str, list[dict]] = {"add": [], "remove": []}
+    for i in rng.permutation(len(examples))[:sample]:
+        example = examples[i]
+        options = {
+            "add": [p for p in editor.source.drawn if p not in example.patterns and editor.has_direction(p)],
+            "remove": [p for p in example.patterns if editor.has_direction(p)],
+        }
+        kinds = [kind for kind, patterns in options.items() if patterns]
+        if not kinds:
+            continue
+        kind = kinds[int(rng.integers(len(kinds)))]
+        pattern = options[kind][int(rng.integers(len(options[kind])))]
+        picked[kind].append(editor(example, pattern, kind == "add", refine_epochs=refine_epochs)[0])
+    return {"split": split, "sample": sample, **{kind: _summary(results, kind) for kind, results in picked.items()}}
+
+
+def _summary(results: list[dict], kind: str) -> dict:
+    summary: dict = {"records": len(results)}
+    if not results:
+        return summary
+    for label in [label for label in COLUMNS if label in results[0]["negative_accuracy"]]:
+        own = np.array([r["per_pattern_accuracy"][r["pattern"]][label] for r in results])
+        others = [
+            np.mean([row[label] for name, row in r["per_pattern_accuracy"].items() if name != r["pattern"]])
+            for r in results
+            if len(r["per_pattern_accuracy"]) > 1
+        ]
+        summary[label] = {
+            "pattern": float(own.mean()),
+            "met": float(((own >= 0.5) if kind == "add" else (own < 0.5)).mean()),
+            "others": float(np.mean(others)) if others else None,
+            "negatives": float(np.mean([r["negative_accuracy"][label] for r in results])),
+        }
+    return summary
 
 
 COLUMNS = {
@@ -228,3 +319,25 @@ def render_edit(result: dict, console) -> None:
     if result["saved"]:
         kind = "refined edited" if result["refine_epochs"] else "edited"
         console.print(f"{kind} weights written to {result['saved']}")
+
+
+def render_survey(result: dict, console) -> None:
+    from rich.table import Table
+
+    table = Table(
+        title=f"random edits of {result['sample']} {result['split']} records",
+        caption="pattern: share answered yes on the edited pattern's positives; met: edits that reach 0.5 "
+        "(add) or stay below it (remove); others: the record's other patterns; negatives: share answered no",
+    )
+    for column in ("edit", "weights", "pattern", "met", "others", "negatives"):
+        table.add_column(column, justify="left" if column in ("edit", "weights") else "right")
+    for kind in ("add", "remove"):
+        summary = result[kind]
+        for label in [label for label in COLUMNS if label in summary]:
+            figures = summary[label]
+            table.add_row(
+                f"{kind} ({summary['records']})",
+                COLUMNS[label],
+                *(f"{figures[key]:.3f}" if figures[key] is not None else "-" for key in ("pattern", "met", "others", "negatives")),
+            )
+    console.print(table)
