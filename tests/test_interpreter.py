@@ -73,11 +73,11 @@ def test_token_space_forward_matches_load_model(records, source):
         torch.testing.assert_close(ours[k], expected, atol=1e-4, rtol=1e-4)
 
 
-def _randomized_interpreter(source, **model_config):
+def _randomized_interpreter(source, loss=None, **model_config):
     from zoo.readers.interpreter.train import build_model
 
     torch.manual_seed(0)
-    model = build_model(tiny_config(model=model_config), source.describe()).eval()
+    model = build_model(tiny_config(model=model_config, loss=loss or {}), source.describe()).eval()
     with torch.no_grad():  # the decoder starts at zero: give every weight a value so equivariance is not trivial
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.2)
@@ -170,6 +170,31 @@ def test_a_decoder_told_the_corrupted_pattern_reads_it_without_training_that_hea
     with torch.no_grad():
         other = replace(out, corrupted=out.corrupted.roll(1, dims=1))
         assert not torch.allclose(model.decode(batch, other).adj, model.decode(batch, out).adj)
+
+
+def test_the_edit_loss_trains_the_decoder_and_leaves_the_encoder_alone(records, source):
+    from zoo.readers.interpreter.directions import LatentMeans
+    from zoo.readers.interpreter.train import Edits, RepairInputs, edit_loss
+
+    config = tiny_config(loss={"edit": 1.0}, model={"decoder_reads_edit": True})
+    model = _randomized_interpreter(source, loss={"edit": 1.0}, decoder_reads_edit=True).train()
+    batch = collate(records[:6])
+    out = model(batch)
+    means = LatentMeans(model.n_patterns, config.model.latent)
+    means.update(out.latent.detach(), batch.targets)
+    inputs = RepairInputs.build(source, config, torch.device("cpu"))
+    edit_loss(model, batch, out, inputs, Edits(means, torch.Generator().manual_seed(0)), 4.0).backward()
+    grads = {name: p.grad for name, p in model.named_parameters()}
+    assert grads["dec_edit.weight"].abs().sum() > 0 and grads["dec_in.weight"].abs().sum() > 0
+    encoder = [name for name in grads if name.startswith(("sig_proj", "blocks.", "to_latent", "reader.", "answer_mlp"))]
+    assert encoder and all(grads[name] is None for name in encoder)
+
+
+def test_a_decoder_reading_edits_needs_the_edit_loss():
+    from zoo.config import ConfigError
+
+    with pytest.raises(ConfigError, match="model.decoder_reads_edit: only loss.edit trains"):
+        tiny_config(model={"decoder_reads_edit": True})
 
 
 def test_layer_position_matters(records, source):
@@ -315,7 +340,7 @@ def test_resume_continues_where_the_run_stopped(interp_zoo, tmp_path):
 
     from zoo.readers.interpreter.train import train
 
-    config = tiny_config(epochs=4)
+    config = tiny_config(epochs=4, loss={"edit": 1.0}, model={"decoder_reads_edit": True})  # edits draw on state too
     train(config, interp_zoo, tmp_path / "straight", progress=False)
 
     class Stop(Exception):
@@ -332,6 +357,7 @@ def test_resume_continues_where_the_run_stopped(interp_zoo, tmp_path):
     assert [h["epoch"] for h in state["history"]] == [1, 2, 3, 4]
     straight = load_file(tmp_path / "straight" / "last.safetensors")
     resumed = load_file(tmp_path / "resumed" / "last.safetensors")
+    assert "edit.with_sum" in straight and set(straight) == set(resumed)
     for name, tensor in straight.items():
         torch.testing.assert_close(resumed[name], tensor, atol=1e-5, rtol=1e-5)
 
@@ -454,25 +480,23 @@ def test_edit_reports_per_pattern_accuracies(interp_run, interp_zoo, source, rec
     rows = result["per_pattern_accuracy"]
     assert set(rows) == set(example.patterns) | {missing}
     assert rows[missing]["trained_on"] is False
-    assert missing in result["asked_set"]
     for row in rows.values():
         assert all(0.0 <= row[k] <= 1.0 for k in ("degraded", "repaired", "edited", "edited_refined", "degraded_refined"))
 
 
 @pytest.mark.parametrize("kind", ["add", "remove"])
-def test_a_refined_edit_answers_the_asked_set(kind, interp_run, interp_zoo, source, records):
+def test_refinement_takes_an_edit_and_its_control_to_the_asked_set(kind, interp_run, interp_zoo, source, records):
     from zoo.readers.interpreter.edit import edit
 
     example = records[1]
     kept = [p for p in example.patterns if p != example.metrics["corrupted_pattern"]]  # answered before the edit
     pattern = _addable(source, example) if kind == "add" else kept[0]
-    result = edit(interp_run, example.example_id, data_dir=interp_zoo, refine_epochs=10, **{kind: pattern})
-    row = result["per_pattern_accuracy"][pattern]
-    assert (pattern in result["asked_set"]) == (kind == "add")
-    if kind == "add":
-        assert row["edited_refined"] > 0.8 > row["degraded"]
-    else:
-        assert row["edited_refined"] < 0.2 < row["degraded"]
+    row = edit(interp_run, example.example_id, data_dir=interp_zoo, refine_epochs=10, **{kind: pattern})["per_pattern_accuracy"][pattern]
+    for refined in ("edited_refined", "degraded_refined"):
+        if kind == "add":
+            assert row[refined] > 0.8 > row["degraded"]
+        else:
+            assert row[refined] < 0.2 < row["degraded"]
 
 
 def test_an_edit_without_refinement_reports_the_decoded_edit_alone(interp_run, interp_zoo, records):
@@ -495,7 +519,46 @@ def test_an_edit_survey_sums_up_random_adds_and_removes(interp_run, interp_zoo, 
         for label in ("degraded", "repaired", "edited", "edited_refined", "degraded_refined"):
             figures = result[kind][label]
             assert all(0.0 <= figures[key] <= 1.0 for key in ("pattern", "met", "negatives"))
-    assert result["add"]["degraded"]["met"] <= result["add"]["degraded_refined"]["met"]
+    assert result["records"] == 6 and result["refine_epochs"] == 2
+
+
+def test_an_edit_survey_never_removes_the_corrupted_pattern(interp_run, interp_zoo, records, monkeypatch):
+    from zoo.readers.interpreter import edit as editing
+
+    asked = []
+    original = editing.Editor.__call__
+
+    def spy(self, example, pattern, add, strength=1.0):
+        asked.append((example.metrics["corrupted_pattern"], pattern, add))
+        return original(self, example, pattern, add, strength)
+
+    monkeypatch.setattr(editing.Editor, "__call__", spy)
+    editing.survey(interp_run, sample=16, split="train", data_dir=interp_zoo, refine_epochs=0)
+    removes = [(lost, pattern) for lost, pattern, add in asked if not add]
+    assert removes and all(lost != pattern for lost, pattern in removes)
+
+
+def _edit_result(pattern, rows, negatives):
+    return {"pattern": pattern, "per_pattern_accuracy": rows, "negative_accuracy": negatives}
+
+
+def test_edit_summaries_average_the_edited_pattern_apart_from_the_others():
+    from rich.console import Console
+
+    from zoo.readers.interpreter.edit import render_survey, summarize_edits
+
+    results = [
+        _edit_result("a", {"a": {"degraded": 0.2, "edited": 0.6}, "b": {"degraded": 1.0, "edited": 0.8}}, {"degraded": 0.9, "edited": 0.7}),
+        _edit_result("a", {"a": {"degraded": 0.0, "edited": 0.4}}, {"degraded": 1.0, "edited": 0.9}),
+    ]
+    added = summarize_edits(results, "add")
+    assert added["records"] == 2
+    assert added["edited"] == pytest.approx({"pattern": 0.5, "met": 0.5, "others": 0.8, "negatives": 0.8})
+    assert added["degraded"]["met"] == 0.0 and summarize_edits(results, "remove")["degraded"]["met"] == 1.0
+    console = Console(record=True, width=200)
+    render_survey({"split": "test", "records": 2, "strength": 1.0, "refine_epochs": 0, "add": added, "remove": summarize_edits([], "remove")}, console)
+    text = console.export_text()
+    assert "remove (0)" in text and "0.500" in text
 
 
 @pytest.mark.parametrize(
@@ -509,6 +572,9 @@ def test_an_edit_survey_sums_up_random_adds_and_removes(interp_run, interp_zoo, 
         (["interpret", "edit", "--run", "{run}", "--data", "{zoo}", "--model", "0"], "give exactly one of --add"),
         (["interpret", "edit", "--run", "{run}", "--data", "{zoo}", "--sample", "2", "--add", "all_same"], "--sample draws its own"),
         (["interpret", "edit", "--run", "{run}", "--data", "{zoo}", "--sample", "0"], "--sample: must be 1 or more"),
+        (["interpret", "edit", "--run", "{run}", "--data", "{zoo}", "--sample", "2", "--split", "holdout"], "--split: unknown split"),
+        (["interpret", "edit", "--run", "{run}", "--data", "{zoo}", "--model", "0", "--add", "all_same", "--split", "test"], "--split goes with --sample"),
+        (["interpret", "edit", "--run", "{run}", "--data", "{zoo}", "--model", "0", "--add", "all_same", "--refine-epochs", "-1"], "--refine-epochs: must be 0"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args, message, interp_run, interp_zoo, tmp_path, capsys):

@@ -86,14 +86,16 @@ def cmd_edit(args: argparse.Namespace) -> int:
     from zoo.readers.interpreter import InterpreterError
     from zoo.readers.interpreter.edit import edit, render_edit, render_survey, survey
 
-    common = {"data_dir": args.data, "which": args.checkpoint, "refine_epochs": args.refine_epochs}
+    common = {"data_dir": args.data, "which": args.checkpoint, "refine_epochs": args.refine_epochs, "strength": args.strength}
     if args.sample is not None:
         if args.add or args.remove or args.save:
             raise InterpreterError("--sample draws its own edits: drop --add, --remove and --save")
-        result = survey(args.run, sample=args.sample, split=args.split, **common)
+        result = survey(args.run, sample=args.sample, split=args.split or "test", **common)
         render = render_survey
     else:
-        result = edit(args.run, args.model, add=args.add, remove=args.remove, strength=args.strength, save=args.save, **common)
+        if args.split:
+            raise InterpreterError("--split goes with --sample; --model names its record")
+        result = edit(args.run, args.model, add=args.add, remove=args.remove, save=args.save, **common)
         render = render_edit
     if args.json:
         print(json.dumps(result))
@@ -153,7 +155,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--model", help="record: example_id or row index in the zoo")
     which.add_argument("--sample", type=int, metavar="N", help="random edits of N records of --split, summed up")
-    p.add_argument("--split", default="test", help="the split --sample draws from (default test)")
+    p.add_argument("--split", help="the split --sample draws from (default test)")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--add", metavar="PATTERN")
     group.add_argument("--remove", metavar="PATTERN")

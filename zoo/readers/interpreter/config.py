@@ -79,7 +79,7 @@ class LossConfig(Strict):
         1.0, ge=0.0, description="decoded model's outputs vs the clean model's on the repair inputs (soft BCE)"
     )
     corrupted_emphasis: float = Field(
-        4.0, ge=0.0, description="extra weight of the corrupted (or edited) pattern's positives in the functional losses"
+        4.0, ge=0.0, description="extra weight of the corrupted (or edited) pattern's sequences in the functional losses"
     )
     edit: float = Field(
         0.0,
@@ -168,6 +168,12 @@ class InterpreterConfig(Strict):
     data: DataConfig = DataConfig()
     baselines: BaselineConfig = BaselineConfig()
     refine: RefineConfig = RefineConfig()
+
+    @model_validator(mode="after")
+    def _edit_input_is_trained(self) -> InterpreterConfig:
+        if self.model.decoder_reads_edit and not self.loss.edit:
+            raise ValueError("model.decoder_reads_edit: only loss.edit trains the edit input; set loss.edit > 0 or turn it off")
+        return self
 
 
 def load_interpreter_config(path: str | Path | None = None, overrides: dict | None = None) -> InterpreterConfig:

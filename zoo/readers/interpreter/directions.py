@@ -31,7 +31,7 @@ def _difference(with_sum: torch.Tensor, without_sum: torch.Tensor, counts: torch
 class LatentMeans:
     """Decayed sums of training latents with and without each pattern: the directions edits train on.
 
-    ``decay`` per step: with 16 models a step and 0.99 the means cover about the last 1,600 models.
+    ``decay`` per step: at 0.99 the means weigh about the last 100 steps' models.
     """
 
     def __init__(self, n_patterns: int, latent: int, decay: float = 0.99, device: torch.device | str = "cpu"):

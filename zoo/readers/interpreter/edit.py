@@ -24,8 +24,9 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from zoo.atomic import atomic_path
 from zoo.readers.interpreter import InterpreterError
-from zoo.readers.interpreter.data import Example, SplitData, ZooSource, collate, from_tokens, open_source, read_row, stream
+from zoo.readers.interpreter.data import SPLITS, Example, SplitData, ZooSource, collate, from_tokens, open_source, read_row, stream
 from zoo.readers.interpreter.directions import mean_difference
 from zoo.readers.interpreter.metrics import with_corrupted
 from zoo.readers.interpreter.refine import Plans, refine
@@ -34,17 +35,18 @@ from zoo.readers.interpreter.train import checkpoint_path, load_model, predict
 DIRECTIONS_FILE = "directions.safetensors"
 
 
-def _checkpoint_tag(run_dir: Path, which: str) -> str:
+def _cache_tag(run_dir: Path, which: str, source: ZooSource) -> str:
+    """What the cached directions were computed from: the checkpoint file and the zoo."""
     path = checkpoint_path(run_dir, which)
     stat = path.stat()
-    return f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}"
+    return f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}:{source.zoo_id}"
 
 
 def pattern_directions(run_dir: str | Path, model, source: ZooSource, config, which: str = "best") -> tuple[torch.Tensor, torch.Tensor]:
     """``[V, latent]`` mean-latent differences (with minus without each pattern) and ``[V, 2]`` counts."""
     run_dir = Path(run_dir)
     path = run_dir / DIRECTIONS_FILE
-    tag = _checkpoint_tag(run_dir, which)
+    tag = _cache_tag(run_dir, which, source)
     if path.is_file():
         from safetensors import safe_open
 
@@ -57,7 +59,8 @@ def pattern_directions(run_dir: str | Path, model, source: ZooSource, config, wh
     if not pred.examples:
         raise InterpreterError(f"{source.path}: no training records to find pattern directions in")
     directions, counts = mean_difference(torch.from_numpy(pred.latent), torch.from_numpy(pred.targets))
-    save_file({"directions": directions, "counts": counts}, str(path), metadata={"checkpoint": tag})
+    with atomic_path(path) as tmp:
+        save_file({"directions": directions, "counts": counts}, str(tmp), metadata={"checkpoint": tag})
     return directions, counts
 
 
@@ -88,9 +91,14 @@ def _scores(architecture, weights: np.ndarray, tokens: np.ndarray, pattern: np.n
 class Editor:
     """A run loaded for edits: its interpreter, the zoo it reads and the pattern directions (found once)."""
 
-    def __init__(self, run_dir: str | Path, data_dir: str | Path | None = None, which: str = "best"):
+    def __init__(
+        self, run_dir: str | Path, data_dir: str | Path | None = None, which: str = "best", refine_epochs: int | None = None
+    ):
+        if refine_epochs is not None and refine_epochs < 0:
+            raise InterpreterError(f"--refine-epochs: must be 0 or more, got {refine_epochs}")
         self.run_dir = Path(run_dir)
         self.model, self.config, description = load_model(self.run_dir, which)
+        self.epochs = self.config.refine.epochs if refine_epochs is None else refine_epochs
         self.source = open_source(data_dir if data_dir is not None else description["data"]["zoo_dir"])
         if list(self.source.pattern_names) != list(description["data"]["pattern_names"]):
             raise InterpreterError(f"{self.source.path}: its pattern vocabulary differs from the one {run_dir} was trained on")
@@ -112,14 +120,10 @@ class Editor:
                 f"and {int(counts[1])} without"
             )
 
-    def __call__(
-        self, example: Example, pattern: str, add: bool, strength: float = 1.0, refine_epochs: int | None = None
-    ) -> tuple[dict, np.ndarray]:
+    def __call__(self, example: Example, pattern: str, add: bool, strength: float = 1.0) -> tuple[dict, np.ndarray]:
         """The edit's figures (as ``edit`` returns them) and the final weights (refined when refining)."""
         self.check(pattern)
-        epochs = self.config.refine.epochs if refine_epochs is None else refine_epochs
-        if epochs < 0:
-            raise InterpreterError(f"--refine-epochs: must be 0 or more, got {epochs}")
+        epochs = self.epochs
         model, names_all = self.model, self.source.pattern_names
         k = names_all.index(pattern)
         batch = collate([example])
@@ -199,9 +203,9 @@ def edit(
     """
     if (add is None) == (remove is None):
         raise InterpreterError("give exactly one of --add PATTERN or --remove PATTERN")
-    editor = Editor(run_dir, data_dir, which)
+    editor = Editor(run_dir, data_dir, which, refine_epochs)
     example = read_row(editor.source, model_ref)
-    result, weights = editor(example, add if add is not None else remove, add is not None, strength, refine_epochs)
+    result, weights = editor(example, add if add is not None else remove, add is not None, strength)
     if save is not None:
         sign = "+" if add is not None else "-"
         save_file(
@@ -223,42 +227,56 @@ def survey(
     *,
     sample: int,
     split: str = "test",
+    strength: float = 1.0,
     data_dir: str | Path | None = None,
     which: str = "best",
     refine_epochs: int | None = None,
 ) -> dict:
-    """Random edits of ``sample`` records of a split, summed up per kind (add, remove) and weights.
+    """Random edits of up to ``sample`` records of a split, summed up per kind (add, remove) and weights.
 
     Each record adds a pattern it lacks or removes one it has (a coin where both are possible),
-    uniform among the patterns with a direction; seeded by the run's seed. Per kind and weights
-    (degraded, repaired, edited, and when refining edited and degraded refined): the edited
-    pattern's yes-rate on its positives, the share of edits met (yes-rate at least 0.5 for an
-    add, below for a remove), the other benchmark patterns' yes-rate and the negatives' accuracy.
+    uniform among the patterns with a direction. Its corrupted pattern is never removed: the
+    degraded model already fails it, so the removal would be met for free. Seeded by the run's
+    seed. Per kind and weights (degraded, repaired, edited, and when refining edited and
+    degraded refined): the edited pattern's yes-rate on its positives, the share of edits met
+    (yes-rate at least 0.5 for an add, below for a remove), the other benchmark patterns'
+    yes-rate and the negatives' accuracy.
     """
     if sample < 1:
         raise InterpreterError(f"--sample: must be 1 or more, got {sample}")
-    editor = Editor(run_dir, data_dir, which)
-    if editor.source.rows(split) == 0:
+    editor = Editor(run_dir, data_dir, which, refine_epochs)
+    if split not in SPLITS:
+        raise InterpreterError(f"--split: unknown split {split!r}; splits are {', '.join(SPLITS)}")
+    rows = editor.source.rows(split)
+    if rows == 0:
         raise InterpreterError(f"--split: split {split!r} of {editor.source.path} holds no records")
-    examples = list(stream(editor.source, split))
     rng = np.random.default_rng([editor.config.seed, 4243])
+    order = {int(row): rank for rank, row in enumerate(rng.permutation(rows)[:sample])}
+    chosen = sorted(((order[i], e) for i, e in enumerate(stream(editor.source, split)) if i in order), key=lambda pair: pair[0])
     picked: dict[str, list[dict]] = {"add": [], "remove": []}
-    for i in rng.permutation(len(examples))[:sample]:
-        example = examples[i]
+    for _, example in chosen:
+        lost = example.metrics["corrupted_pattern"]
         options = {
             "add": [p for p in editor.source.drawn if p not in example.patterns and editor.has_direction(p)],
-            "remove": [p for p in example.patterns if editor.has_direction(p)],
+            "remove": [p for p in example.patterns if p != lost and editor.has_direction(p)],
         }
         kinds = [kind for kind, patterns in options.items() if patterns]
         if not kinds:
             continue
         kind = kinds[int(rng.integers(len(kinds)))]
         pattern = options[kind][int(rng.integers(len(options[kind])))]
-        picked[kind].append(editor(example, pattern, kind == "add", refine_epochs=refine_epochs)[0])
-    return {"split": split, "sample": sample, **{kind: _summary(results, kind) for kind, results in picked.items()}}
+        picked[kind].append(editor(example, pattern, kind == "add", strength)[0])
+    return {
+        "split": split,
+        "records": len(chosen),
+        "strength": strength,
+        "refine_epochs": editor.epochs,
+        **{kind: summarize_edits(results, kind) for kind, results in picked.items()},
+    }
 
 
-def _summary(results: list[dict], kind: str) -> dict:
+def summarize_edits(results: list[dict], kind: str) -> dict:
+    """Mean figures per weights over ``edit`` results of one kind (see ``survey``)."""
     summary: dict = {"records": len(results)}
     if not results:
         return summary
@@ -325,7 +343,8 @@ def render_survey(result: dict, console) -> None:
     from rich.table import Table
 
     table = Table(
-        title=f"random edits of {result['sample']} {result['split']} records",
+        title=f"random edits of {result['records']} {result['split']} records"
+        + (f", refined {result['refine_epochs']} epochs" if result["refine_epochs"] else ""),
         caption="pattern: share answered yes on the edited pattern's positives; met: edits that reach 0.5 "
         "(add) or stay below it (remove); others: the record's other patterns; negatives: share answered no",
     )
@@ -333,6 +352,8 @@ def render_survey(result: dict, console) -> None:
         table.add_column(column, justify="left" if column in ("edit", "weights") else "right")
     for kind in ("add", "remove"):
         summary = result[kind]
+        if not summary["records"]:
+            table.add_row(f"{kind} (0)", "no record allowed one", "-", "-", "-", "-")
         for label in [label for label in COLUMNS if label in summary]:
             figures = summary[label]
             table.add_row(

@@ -129,8 +129,9 @@ def edit_loss(model: Interpreter, batch: Batch, out: Output, inputs: RepairInput
     Each model adds a pattern it lacks or removes one it has (``sample_edits``); the labels on the
     repair inputs are those of the edited set (a sequence is positive when it matches one of its
     patterns), the edited pattern's sequences weigh ``1 + emphasis``. Token states and the latent
-    enter detached: edits teach the decoder to follow the directions, not the encoder to make them.
-    None while no pattern has been seen both with and without.
+    enter detached: edits teach the decoder to follow the directions, not the encoder to make them
+    (the latent's normalization, shared with the heads, does learn from them). None while no
+    pattern has been seen both with and without.
     """
     directions, known = edits.means.directions()
     if not bool(known.any()):
@@ -138,7 +139,7 @@ def edit_loss(model: Interpreter, batch: Batch, out: Output, inputs: RepairInput
     pattern, sign = sample_edits(batch.targets, known & ~model.undrawn, edits.generator)
     pattern, sign = pattern.to(out.latent.device), sign.to(out.latent.device)
     moved = out.latent.detach() + sign[:, None] * directions[pattern]
-    frozen = replace(out, tokens=out.tokens.detach(), corrupted=out.corrupted.detach())
+    frozen = replace(out, latent=out.latent.detach(), tokens=out.tokens.detach(), corrupted=out.corrupted.detach())
     edited = batch.degraded + model.decode(batch, frozen, moved)
     labels = (edited_sets(batch.targets, pattern, sign) @ inputs.member.T > 0).to(moved.dtype)
     weight = 1.0 + emphasis * inputs.member[:, pattern].T * (sign != 0).to(moved.dtype)[:, None]
@@ -635,13 +636,14 @@ def train(
         task = bar.add_task("train", total=total_steps, completed=start_epoch * steps_per_epoch, status="")
     try:
         for epoch in range(start_epoch, config.epochs):
-            torch.manual_seed(config.seed * 100_003 + epoch)  # dropout: the same draws whether resumed or not
+            epoch_seed = config.seed * 100_003 + epoch
+            torch.manual_seed(epoch_seed)  # dropout: the same draws whether resumed or not
             model.train()
             started = time.perf_counter()
             sums: dict[str, float] = {}
             seen = 0
-            edits = Edits(means, torch.Generator().manual_seed(config.seed * 100_003 + epoch))
-            for chunk, batch in train_data.batches(config.batch_size, seed=config.seed * 100_003 + epoch):
+            edits = Edits(means, torch.Generator().manual_seed(epoch_seed))
+            for chunk, batch in train_data.batches(config.batch_size, seed=epoch_seed):
                 batch = batch.to(device)
                 optimizer.lr = _lr(config, state["step"], total_steps)
                 loss, terms, out, _ = losses(model, batch, config, inputs, edits=edits if config.loss.edit else None)
