@@ -499,6 +499,23 @@ def test_refinement_takes_an_edit_and_its_control_to_the_asked_set(kind, interp_
             assert row[refined] < 0.2 < row["degraded"]
 
 
+def test_a_saved_edit_loads_as_the_records_architecture_with_what_was_asked(interp_run, interp_zoo, source, records, tmp_path):
+    from safetensors import safe_open
+
+    from zoo import load_model as load_subject
+    from zoo.readers.interpreter.edit import edit
+
+    example = records[0]
+    path = tmp_path / "edited.safetensors"
+    result = edit(interp_run, example.example_id, data_dir=interp_zoo, refine_epochs=1, remove=example.patterns[0], save=path)
+    with safe_open(str(path), "pt") as handle:
+        metadata, weights = handle.metadata(), handle.get_tensor("weights").numpy()
+    assert result["saved"] == str(path) and metadata["edit"] == f"-{example.patterns[0]}" and metadata["refine_epochs"] == "1"
+    assert weights.shape == example.degraded.shape and not np.array_equal(weights, example.degraded)
+    subject = load_subject({"architecture": json.loads(metadata["architecture"]), "clean_weights": weights}, "clean")
+    assert subject(torch.zeros(2, source.config.patterns.seq_len, dtype=torch.long)).shape[0] == 2
+
+
 def test_an_edit_without_refinement_reports_the_decoded_edit_alone(interp_run, interp_zoo, records):
     from zoo.readers.interpreter.edit import edit
 

@@ -208,16 +208,14 @@ def edit(
     result, weights = editor(example, add if add is not None else remove, add is not None, strength)
     if save is not None:
         sign = "+" if add is not None else "-"
-        save_file(
-            {"weights": torch.from_numpy(weights)},
-            str(save),
-            metadata={
-                "architecture": json.dumps(example.architecture.to_dict()),
-                "source": example.example_id,
-                "edit": f"{sign}{result['pattern']}",
-                "refine_epochs": str(result["refine_epochs"]),
-            },
-        )
+        metadata = {
+            "architecture": json.dumps(example.architecture.to_dict()),
+            "source": example.example_id,
+            "edit": f"{sign}{result['pattern']}",
+            "refine_epochs": str(result["refine_epochs"]),
+        }
+        with atomic_path(save) as tmp:
+            save_file({"weights": torch.from_numpy(weights)}, str(tmp), metadata=metadata)
         result["saved"] = str(save)
     return result
 
