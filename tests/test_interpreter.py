@@ -516,6 +516,23 @@ def test_a_saved_edit_loads_as_the_records_architecture_with_what_was_asked(inte
     assert subject(torch.zeros(2, source.config.patterns.seq_len, dtype=torch.long)).shape[0] == 2
 
 
+def test_an_edit_reads_sets_at_the_threshold_training_chose_for_the_heads_epoch(interp_run, interp_zoo, tmp_path):
+    import shutil
+
+    from zoo.readers.interpreter.edit import set_threshold
+    from zoo.readers.interpreter.train import read_run, run_config
+
+    state = json.loads((interp_run / "state.json").read_text())
+    chosen = state["history"][state["best_epoch"] - 1]["val_set_threshold"]
+    config = run_config(read_run(interp_run), interp_run)
+    assert set_threshold(interp_run, config) == chosen
+    assert set_threshold(interp_run, config.model_copy(update={"set_threshold": 0.77})) == 0.77
+    run = tmp_path / "run"
+    shutil.copytree(interp_run, run)
+    (run / "state.json").unlink()
+    assert set_threshold(run, config) == 0.5
+
+
 def test_an_edit_without_refinement_reports_the_decoded_edit_alone(interp_run, interp_zoo, records):
     from zoo.readers.interpreter.edit import edit
 

@@ -30,7 +30,7 @@ from zoo.readers.interpreter.data import SPLITS, Example, SplitData, ZooSource, 
 from zoo.readers.interpreter.directions import mean_difference
 from zoo.readers.interpreter.metrics import with_corrupted
 from zoo.readers.interpreter.refine import Plans, refine
-from zoo.readers.interpreter.train import checkpoint_path, load_model, predict
+from zoo.readers.interpreter.train import STATE_FILE, checkpoint_path, load_model, predict
 
 DIRECTIONS_FILE = "directions.safetensors"
 
@@ -88,6 +88,17 @@ def _scores(architecture, weights: np.ndarray, tokens: np.ndarray, pattern: np.n
     return s.pattern_accuracy[0], float(s.negative_accuracy[0])
 
 
+def set_threshold(run_dir: Path, config) -> float:
+    """The set threshold a run reads sets at: the config's, else the one training chose on validation
+    for the heads' epoch (0.5 for a run trained without a validation split)."""
+    if config.set_threshold is not None:
+        return config.set_threshold
+    path = run_dir / STATE_FILE
+    state = json.loads(path.read_text()) if path.is_file() else {}
+    epochs = {m["epoch"]: m for m in state.get("history", [])}
+    return float(epochs.get(state.get("best_epoch"), {}).get("val_set_threshold", 0.5))
+
+
 class Editor:
     """A run loaded for edits: its interpreter, the zoo it reads and the pattern directions (found once)."""
 
@@ -104,6 +115,7 @@ class Editor:
             raise InterpreterError(f"{self.source.path}: its pattern vocabulary differs from the one {run_dir} was trained on")
         self.directions, self.counts = pattern_directions(self.run_dir, self.model, self.source, self.config, which)
         self.plans = Plans(self.source.config)
+        self.threshold = set_threshold(self.run_dir, self.config)
 
     def has_direction(self, pattern: str) -> bool:
         k = self.source.pattern_names.index(pattern)
@@ -133,8 +145,8 @@ class Editor:
             repaired = model.repair(batch, out)
             edited = model.repair(batch, out, latent=moved)
             after_patterns, after_corrupted, _ = model.heads(batch, out.tokens, moved, out.answers)
-            before_sets = with_corrupted(out.patterns.numpy() > 0, out.corrupted.numpy())[0]  # as evaluation reads sets
-            after_sets = with_corrupted(after_patterns.numpy() > 0, after_corrupted.numpy())[0]
+            before_sets = with_corrupted(torch.sigmoid(out.patterns).numpy() > self.threshold, out.corrupted.numpy())[0]
+            after_sets = with_corrupted(torch.sigmoid(after_patterns).numpy() > self.threshold, after_corrupted.numpy())[0]
         arch = example.architecture
         candidates = {
             "degraded": example.degraded,
