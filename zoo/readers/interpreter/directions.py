@@ -17,9 +17,14 @@ import torch
 
 def mean_difference(latent: torch.Tensor, has: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``[V, L]`` mean latent with each pattern minus without it (0 where a side is empty), and ``[V, 2]`` counts."""
+    with_sum, without_sum, counts = _sums(latent, has)
+    return _difference(with_sum, without_sum, counts), counts
+
+
+def _sums(latent: torch.Tensor, has: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Summed latents ``[V, L]`` with and without each pattern, and ``[V, 2]`` counts."""
     has = has.to(latent.dtype)
-    counts = torch.stack([has.sum(0), (1 - has).sum(0)], dim=1)
-    return _difference(has.T @ latent, (1 - has).T @ latent, counts), counts
+    return has.T @ latent, (1 - has).T @ latent, torch.stack([has.sum(0), (1 - has).sum(0)], dim=1)
 
 
 def _difference(with_sum: torch.Tensor, without_sum: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
@@ -42,12 +47,7 @@ class LatentMeans:
 
     @torch.no_grad()
     def update(self, latent: torch.Tensor, has: torch.Tensor) -> None:
-        has = has.to(latent.dtype)
-        for tensor, step in (
-            (self.with_sum, has.T @ latent),
-            (self.without_sum, (1 - has).T @ latent),
-            (self.counts, torch.stack([has.sum(0), (1 - has).sum(0)], dim=1)),
-        ):
+        for tensor, step in zip((self.with_sum, self.without_sum, self.counts), _sums(latent, has)):
             tensor.mul_(self.decay).add_(step)
 
     def directions(self) -> tuple[torch.Tensor, torch.Tensor]:

@@ -647,7 +647,8 @@ def train(
                 batch = batch.to(device)
                 optimizer.lr = _lr(config, state["step"], total_steps)
                 loss, terms, out, _ = losses(model, batch, config, inputs, edits=edits if config.loss.edit else None)
-                means.update(out.latent.detach(), batch.targets)
+                if config.loss.edit:
+                    means.update(out.latent.detach(), batch.targets)
                 optimizer.zero_grad()
                 loss.backward()
                 if config.optimizer.grad_clip:
