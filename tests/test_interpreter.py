@@ -422,6 +422,27 @@ def test_report_breaks_figures_down_by_corruption_rate(interp_run, interp_zoo, s
     assert "## By corruption rate (interpreter)" in (interp_run / "report.md").read_text()
 
 
+def test_eval_writes_each_records_readout_agreeing_with_the_report(interp_run, interp_zoo, source):
+    import pyarrow.parquet as pq
+
+    from zoo.readers.interpreter.evaluate import evaluate
+    from zoo.readers.interpreter.predictions import read_predictions
+
+    report = evaluate(interp_run, interp_zoo, splits=["test"], refine_epochs=0)
+    path = interp_run / "predictions" / "test.parquet"
+    table, names = read_predictions(path)
+    assert names == list(source.pattern_names)
+    assert table.num_rows == source.rows("test") == pq.ParquetFile(path).metadata.num_rows
+    rows = table.to_pylist()
+    exact = np.mean([set(r["interpreter.set"]) == set(r["patterns"]) for r in rows])
+    assert exact == pytest.approx(report["test"]["exact_match"])
+    named = np.mean([r["interpreter.corrupted_pattern"] == r["corrupted_pattern"] for r in rows])
+    assert named == pytest.approx(report["test"]["corrupted_pattern_accuracy"])
+    assert all(r["corrupted_pattern"] in r["patterns"] for r in rows)
+    assert all(len(r["output_only.pattern_probs"]) == len(names) for r in rows)
+    assert all(sum(r["interpreter+output_only.corrupted_probs"]) == pytest.approx(1.0, abs=1e-4) for r in rows)
+
+
 def test_corruption_rate_bins_average_each_per_model_figure_over_their_own_records():
     from types import SimpleNamespace
 

@@ -11,7 +11,8 @@ refinement on the named set's data (``zoo.readers.interpreter.refine``), started
 decoded weights and from the degraded ones. ``thresholds`` holds each reader's set
 threshold (``set_threshold``, or chosen on the validation split: ``metrics.choose_threshold``).
 ``RUN/report.md``
-shows the same figures as tables and says how far the interpreter is above each baseline.
+shows the same figures as tables and says how far the interpreter is above each baseline;
+``RUN/predictions/SPLIT.parquet`` holds every record's readouts (``zoo.readers.interpreter.predictions``).
 
 Repair is judged by behaviour: the decoded weights are loaded with ``zoo.load_model``
 and scored on the record's own clean benchmark set (``plan_batch(...).data.benchmark``),
@@ -38,6 +39,7 @@ from zoo.readers.interpreter import InterpreterError
 from zoo.readers.interpreter.config import BaselineConfig, InterpreterConfig, RefineConfig
 from zoo.readers.interpreter.data import SPLITS, Example, ZooSource, batched, collate, dump_json, one_hot, open_source, stream
 from zoo.readers.interpreter.metrics import (
+    Readout,
     choose_threshold,
     exact_match,
     hits,
@@ -46,10 +48,13 @@ from zoo.readers.interpreter.metrics import (
     nanmean,
     per_pattern_f1,
     repair_figures,
+    sigmoid,
+    softmax,
     top1,
     with_corrupted,
 )
 from zoo.readers.interpreter.model import NEVER, subject_logits
+from zoo.readers.interpreter.predictions import predictions_table, write_predictions
 from zoo.readers.interpreter.refine import Plans, refine, sequences_per_model
 from zoo.readers.interpreter.train import AdamW, Predictions, checkpoint_path, load_model, predict, resolve_device
 from zoo.subjects.population import Population, from_weights, logits, one_hot_inputs
@@ -284,7 +289,6 @@ def output_logits(examples: list[Example], probe_tokens: np.ndarray, vocab_size:
     return np.concatenate(out) if out else np.zeros((0, len(probe_tokens)), dtype=np.float32)
 
 
-Readout = tuple[np.ndarray, np.ndarray, np.ndarray]  # set probabilities [n, V], corrupted logits [n, V], accuracy [n]
 
 
 @dataclass
@@ -333,20 +337,11 @@ class BaselineModel:
         patterns, corrupted = out[:, :k], out[:, k : 2 * k]
         patterns[:, self.undrawn] = NEVER
         corrupted[:, self.undrawn] = NEVER
-        return patterns, corrupted, _sigmoid(out[:, -1])
+        return patterns, corrupted, sigmoid(out[:, -1])
 
     def probabilities(self, features: np.ndarray) -> Readout:
         patterns, corrupted, accuracy = self.outputs(features)
-        return _sigmoid(patterns), corrupted, accuracy
-
-
-def _sigmoid(logits: np.ndarray) -> np.ndarray:
-    return 0.5 * (1.0 + np.tanh(0.5 * logits))  # no overflow for large negative logits
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    e = np.exp(logits - logits.max(1, keepdims=True))
-    return e / e.sum(1, keepdims=True)
+        return sigmoid(patterns), corrupted, accuracy
 
 
 def ensemble(pred: Predictions, baseline: BaselineModel, features: np.ndarray, weight: float) -> Readout:
@@ -357,8 +352,8 @@ def ensemble(pred: Predictions, baseline: BaselineModel, features: np.ndarray, w
     pattern better at 90%+ corruption, the interpreter below), so their mean beats both.
     """
     patterns, corrupted, accuracy = baseline.outputs(features)
-    pattern_probs = weight * pred.pattern_probs + (1.0 - weight) * _sigmoid(patterns)
-    corrupted = np.log(weight * _softmax(pred.corrupted_logits) + (1.0 - weight) * _softmax(corrupted) + 1e-12)
+    pattern_probs = weight * pred.pattern_probs + (1.0 - weight) * sigmoid(patterns)
+    corrupted = np.log(weight * softmax(pred.corrupted_logits) + (1.0 - weight) * softmax(corrupted) + 1e-12)
     return pattern_probs, corrupted, weight * pred.accuracy + (1.0 - weight) * accuracy
 
 
@@ -496,6 +491,7 @@ def evaluate(
         report[split]["by_corruption_rate"] = by_corruption_rate(
             examples, sets["interpreter"], pred.corrupted_logits, per_model, rates.min, rates.max
         )
+        write_predictions(run_dir / "predictions" / f"{split}.parquet", predictions_table(names, examples, outputs, sets, per_model))
         for name in BASELINES:
             base_report[name][split] = figures(names, sets[name], *outputs[name][1:], examples)
         ensemble_report[ENSEMBLE][split] = figures(names, sets[ENSEMBLE], *outputs[ENSEMBLE][1:], examples)

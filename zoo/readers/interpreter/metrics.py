@@ -6,6 +6,17 @@ from collections.abc import Sequence
 
 import numpy as np
 
+Readout = tuple[np.ndarray, np.ndarray, np.ndarray]  # set probabilities [n, V], corrupted logits [n, V], accuracy [n]
+
+
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * logits))  # no overflow for large negative logits
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    e = np.exp(logits - logits.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+
 
 def with_corrupted(sets: np.ndarray, corrupted_logits: np.ndarray) -> np.ndarray:
     """``[n, V]`` 0/1 pattern sets with the predicted corrupted pattern added.
