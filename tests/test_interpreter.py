@@ -439,6 +439,8 @@ def test_eval_writes_each_records_readout_agreeing_with_the_report(interp_run, i
     named = np.mean([r["interpreter.corrupted_pattern"] == r["corrupted_pattern"] for r in rows])
     assert named == pytest.approx(report["test"]["corrupted_pattern_accuracy"])
     assert all(r["corrupted_pattern"] in r["patterns"] for r in rows)
+    low, high = source.set_sizes
+    assert all(low <= len(r[f"{reader}.set"]) <= high for r in rows for reader in report["thresholds"])
     assert all(len(r["output_only.pattern_probs"]) == len(names) for r in rows)
     assert all(sum(r["interpreter+output_only.corrupted_probs"]) == pytest.approx(1.0, abs=1e-4) for r in rows)
 
@@ -666,6 +668,26 @@ def test_a_pattern_set_holds_the_predicted_corrupted_pattern():
     assert exact_match(sets, np.array([[1, 0, 1], [1, 1, 0]])) == 1.0
 
 
+def test_a_pattern_set_is_brought_into_the_zoos_range_of_patterns_per_model():
+    """Too few: the most probable missing patterns join; too many: the least probable leave, never the corrupted one."""
+    from zoo.readers.interpreter.metrics import within_sizes
+
+    probs = np.array(
+        [
+            [0.99, 0.40, 0.70, 0.10],  # one pattern: pattern 2 (0.70) joins, not 1 (0.40)
+            [0.95, 0.90, 0.96, 0.97],  # four: the least probable (1) leaves
+            [0.10, 0.90, 0.96, 0.97],  # four, the corrupted (0) least probable: pattern 1 leaves
+            [0.99, 0.80, 0.10, 0.10],  # in range: unchanged
+        ]
+    )
+    sets = np.array([[1, 0, 0, 0], [1, 1, 1, 1], [1, 1, 1, 1], [1, 1, 0, 0]], dtype=np.float32)
+    corrupted = np.array([[5.0, 0, 0, 0], [0, 0, 5.0, 0], [5.0, 0, 0, 0], [0, 5.0, 0, 0]])
+    np.testing.assert_array_equal(
+        within_sizes(sets, probs, corrupted, low=2, high=3),
+        [[1, 0, 1, 0], [1, 0, 1, 1], [1, 0, 1, 1], [1, 1, 0, 0]],
+    )
+
+
 def test_best_checkpoint_is_chosen_by_validation_exact_match_then_loss():
     from zoo.readers.interpreter.train import selection_score
 
@@ -785,5 +807,5 @@ def test_report_figures_are_those_of_the_predictions_in_their_own_order(interp_r
     pred = predict(model, batched(examples, config.eval_batch_size), torch.device("cpu"))
     assert [e.example_id for e in pred.examples] != [e.example_id for e in examples]  # the case this test is about
     test = evaluate(run, interp_zoo, splits=["test"], refine_epochs=0)["test"]
-    assert test["exact_match"] == exact_match(pred.pattern_sets(), pred.targets)
+    assert test["exact_match"] == exact_match(pred.pattern_sets(0.5, source.set_sizes), pred.targets)
     assert test["corrupted_pattern_accuracy"] == top1(pred.corrupted_logits, np.array([e.corrupted for e in pred.examples]))

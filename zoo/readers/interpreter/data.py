@@ -79,6 +79,11 @@ class ZooSource:
         return selectable(self.config.patterns)
 
     @property
+    def set_sizes(self) -> tuple[int, int]:
+        """The fewest and most patterns a model of this zoo was trained on: a predicted set outside is wrong."""
+        return self.config.patterns.per_batch.min, self.config.patterns.per_batch.max
+
+    @property
     def in_features(self) -> int:
         return self.config.patterns.vocab_size * self.config.patterns.seq_len
 

@@ -28,7 +28,7 @@ from zoo.atomic import atomic_path
 from zoo.readers.interpreter import InterpreterError
 from zoo.readers.interpreter.data import SPLITS, Example, SplitData, ZooSource, collate, from_tokens, open_source, read_row, stream
 from zoo.readers.interpreter.directions import mean_difference
-from zoo.readers.interpreter.metrics import with_corrupted
+from zoo.readers.interpreter.metrics import read_sets
 from zoo.readers.interpreter.refine import Plans, refine
 from zoo.readers.interpreter.train import STATE_FILE, checkpoint_path, load_model, predict
 
@@ -117,6 +117,11 @@ class Editor:
         self.plans = Plans(self.source.config)
         self.threshold = set_threshold(self.run_dir, self.config)
 
+    def read(self, pattern_logits: torch.Tensor, corrupted_logits: torch.Tensor) -> np.ndarray:
+        """One model's pattern set as evaluation reads it."""
+        probs = torch.sigmoid(pattern_logits).numpy()
+        return read_sets(probs, corrupted_logits.numpy(), self.threshold, self.source.set_sizes)[0]
+
     def has_direction(self, pattern: str) -> bool:
         k = self.source.pattern_names.index(pattern)
         return bool(self.counts[k, 0] and self.counts[k, 1])
@@ -145,8 +150,8 @@ class Editor:
             repaired = model.repair(batch, out)
             edited = model.repair(batch, out, latent=moved)
             after_patterns, after_corrupted, _ = model.heads(batch, out.tokens, moved, out.answers)
-            before_sets = with_corrupted(torch.sigmoid(out.patterns).numpy() > self.threshold, out.corrupted.numpy())[0]
-            after_sets = with_corrupted(torch.sigmoid(after_patterns).numpy() > self.threshold, after_corrupted.numpy())[0]
+            before_sets = self.read(out.patterns, out.corrupted)
+            after_sets = self.read(after_patterns, after_corrupted)
         arch = example.architecture
         candidates = {
             "degraded": example.degraded,

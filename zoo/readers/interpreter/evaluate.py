@@ -40,6 +40,7 @@ from zoo.readers.interpreter.config import BaselineConfig, InterpreterConfig, Re
 from zoo.readers.interpreter.data import SPLITS, Example, ZooSource, batched, collate, dump_json, one_hot, open_source, stream
 from zoo.readers.interpreter.metrics import (
     Readout,
+    Sizes,
     choose_threshold,
     exact_match,
     hits,
@@ -47,11 +48,11 @@ from zoo.readers.interpreter.metrics import (
     mae,
     nanmean,
     per_pattern_f1,
+    read_sets,
     repair_figures,
     sigmoid,
     softmax,
     top1,
-    with_corrupted,
 )
 from zoo.readers.interpreter.model import NEVER, subject_logits
 from zoo.readers.interpreter.predictions import predictions_table, write_predictions
@@ -380,17 +381,17 @@ def _feature_sets(source: ZooSource, examples: list[Example]) -> dict[str, np.nd
 
 
 def set_thresholds(
-    config: InterpreterConfig, validation: tuple[Predictions, dict[str, Readout]] | None
+    config: InterpreterConfig, validation: tuple[Predictions, dict[str, Readout]] | None, sizes: Sizes | None = None
 ) -> dict[str, float]:
     """Each reader's set threshold: ``config.set_threshold``, else chosen on the validation predictions and the
-    readers' outputs on them (0.5 without a validation split)."""
+    readers' outputs on them, sets brought into ``sizes`` (0.5 without a validation split)."""
     readers = ("interpreter", *BASELINES, ENSEMBLE)
     if config.set_threshold is not None:
         return {name: config.set_threshold for name in readers}
     if validation is None:
         return {name: 0.5 for name in readers}
     pred, outputs = validation
-    return {name: choose_threshold(probs, corrupted, pred.targets) for name, (probs, corrupted, _) in outputs.items()}
+    return {name: choose_threshold(probs, corrupted, pred.targets, sizes=sizes) for name, (probs, corrupted, _) in outputs.items()}
 
 
 def evaluate(
@@ -455,7 +456,7 @@ def evaluate(
 
     val = config.data.val_split
     validation = read(val) if config.set_threshold is None and source.rows(val) > 0 else None
-    thresholds = set_thresholds(config, validation)
+    thresholds = set_thresholds(config, validation, source.set_sizes)
     log("set thresholds: " + ", ".join(f"{name} {t}" for name, t in thresholds.items()))
     plans = Plans(source.config)
     rates = source.config.corruption.rate
@@ -472,7 +473,9 @@ def evaluate(
         rows[split] = len(examples)
         log(f"{split}: {len(examples)} records")
         restored, side, behaviour[split] = judge_repair(examples, pred.repaired or [], plans)
-        sets = {name: with_corrupted(probs > thresholds[name], corrupted) for name, (probs, corrupted, _) in outputs.items()}
+        sets = {
+            name: read_sets(probs, corrupted, thresholds[name], source.set_sizes) for name, (probs, corrupted, _) in outputs.items()
+        }
         report[split] = figures(names, sets["interpreter"], pred.corrupted_logits, pred.accuracy, examples, restored, side)
         per_model = {"repair_restored": restored}
         if config.refine.epochs:

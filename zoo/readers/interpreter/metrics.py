@@ -31,20 +31,61 @@ def with_corrupted(sets: np.ndarray, corrupted_logits: np.ndarray) -> np.ndarray
     return sets
 
 
+def within_sizes(sets: np.ndarray, probs: np.ndarray, corrupted_logits: np.ndarray, low: int, high: int) -> np.ndarray:
+    """``[n, V]`` sets brought into the zoo's range of patterns per model (``patterns.per_batch``).
+
+    A set outside the range is wrong whatever else it holds: one too small takes the most probable
+    patterns it lacks, one too large drops its least probable ones (never the corrupted head's choice).
+    A strict set threshold leaves a reader that is unsure of a model's second pattern with the
+    corrupted one alone; this names its best guess instead.
+    """
+    sets = sets.astype(bool)
+    n, width = sets.shape
+    rows = np.arange(n)[:, None]
+
+    def first(scores: np.ndarray, counts: np.ndarray) -> np.ndarray:
+        """Per row, the ``counts`` entries of lowest score (ties: the lower index)."""
+        ranks = np.empty((n, width), dtype=np.int64)
+        ranks[rows, np.argsort(scores, axis=1, kind="stable")] = np.arange(width)
+        return ranks < counts[:, None]
+
+    grow = np.clip(low - sets.sum(1), 0, None)
+    sets = sets | (first(np.where(sets, np.inf, -probs), grow) & ~sets)
+    kept = np.zeros_like(sets)
+    kept[np.arange(n), corrupted_logits.argmax(1)] = True
+    shrink = np.clip(sets.sum(1) - high, 0, None)
+    sets = sets & ~first(np.where(sets & ~kept, probs, np.inf), shrink)
+    return sets.astype(np.float32)
+
+
+Sizes = tuple[int, int]  # the fewest and most patterns a model of the zoo is trained on
+
+
+def read_sets(probs: np.ndarray, corrupted_logits: np.ndarray, threshold: float, sizes: Sizes | None = None) -> np.ndarray:
+    """A reader's ``[n, V]`` pattern sets: the patterns above ``threshold``, the corrupted head's choice
+    added (``with_corrupted``), brought into ``sizes`` (``within_sizes``) when given."""
+    sets = with_corrupted(probs > threshold, corrupted_logits)
+    return sets if sizes is None else within_sizes(sets, probs, corrupted_logits, *sizes)
+
+
 THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99)
 
 
 def choose_threshold(
-    probs: np.ndarray, corrupted_logits: np.ndarray, true: np.ndarray, grid: Sequence[float] = THRESHOLDS
+    probs: np.ndarray,
+    corrupted_logits: np.ndarray,
+    true: np.ndarray,
+    grid: Sequence[float] = THRESHOLDS,
+    sizes: Sizes | None = None,
 ) -> float:
-    """The ``grid`` value whose sets ``with_corrupted(probs > t)`` match ``true`` exactly most often.
+    """The ``grid`` value whose sets ``read_sets(probs, corrupted_logits, t, sizes)`` match ``true`` exactly most often.
 
     A reader unsure which pattern was corrupted gives each candidate a middling set
     probability; the corrupted head already adds its choice, so the set head is best
     trusted only where it is sure, and how sure is a property of the reader. Ties go to the
     first value (``THRESHOLDS`` ascends).
     """
-    scores = [exact_match(with_corrupted(probs > t, corrupted_logits), true) for t in grid]
+    scores = [exact_match(read_sets(probs, corrupted_logits, t, sizes), true) for t in grid]
     return float(grid[int(np.argmax(scores))])
 
 
