@@ -3,7 +3,7 @@
 ``report.json`` holds a split's means; a researcher asking *which* models a reader gets
 wrong, or trying another way to turn probabilities into sets, needs every record's
 readout. ``RUN/predictions/SPLIT.parquet`` has one row per record, in the zoo's terms
-(pattern names, not vocabulary indices), readable by pyarrow, pandas or polars:
+(pattern names, not vocabulary indices), readable by pyarrow or pandas:
 
 - the record: ``example_id``, ``batch_id``, ``corruption_rate``, ``patterns`` and
   ``corrupted_pattern`` (the truth) and ``accuracy`` (the degraded model's, on its benchmark);
