@@ -423,11 +423,14 @@ def test_report_breaks_figures_down_by_corruption_rate(interp_run, interp_zoo, s
 
 
 def test_eval_writes_each_records_readout_agreeing_with_the_report(interp_run, interp_zoo, source):
+    import shutil
+
     import pyarrow.parquet as pq
 
     from zoo.readers.interpreter.evaluate import evaluate
     from zoo.readers.interpreter.predictions import read_predictions
 
+    shutil.rmtree(interp_run / "predictions", ignore_errors=True)
     report = evaluate(interp_run, interp_zoo, splits=["test"], refine_epochs=0)
     path = interp_run / "predictions" / "test.parquet"
     table, names = read_predictions(path)
@@ -443,6 +446,8 @@ def test_eval_writes_each_records_readout_agreeing_with_the_report(interp_run, i
     assert all(low <= len(r[f"{reader}.set"]) <= high for r in rows for reader in report["thresholds"])
     assert all(len(r["output_only.pattern_probs"]) == len(names) for r in rows)
     assert all(sum(r["interpreter+output_only.corrupted_probs"]) == pytest.approx(1.0, abs=1e-4) for r in rows)
+    validation, _ = read_predictions(interp_run / "predictions" / "validation.parquet")  # read for the thresholds
+    assert validation.num_rows == source.rows("validation")
 
 
 def test_corruption_rate_bins_average_each_per_model_figure_over_their_own_records():

@@ -458,6 +458,16 @@ def evaluate(
     validation = read(val) if config.set_threshold is None and source.rows(val) > 0 else None
     thresholds = set_thresholds(config, validation, source.set_sizes)
     log("set thresholds: " + ", ".join(f"{name} {t}" for name, t in thresholds.items()))
+
+    def sets_of(outputs: dict[str, Readout]) -> dict[str, np.ndarray]:
+        return {name: read_sets(probs, corrupted, thresholds[name], source.set_sizes) for name, (probs, corrupted, _) in outputs.items()}
+
+    def save(split: str, pred: Predictions, outputs: dict[str, Readout], per_model: dict[str, np.ndarray]) -> None:
+        table = predictions_table(names, pred.examples, outputs, sets_of(outputs), per_model)
+        write_predictions(run_dir / "predictions" / f"{split}.parquet", table)
+
+    if validation is not None and val not in wanted:  # read for the thresholds: its readouts are kept too
+        save(val, *validation, {})
     plans = Plans(source.config)
     rates = source.config.corruption.rate
     report: dict = {}
@@ -473,9 +483,7 @@ def evaluate(
         rows[split] = len(examples)
         log(f"{split}: {len(examples)} records")
         restored, side, behaviour[split] = judge_repair(examples, pred.repaired or [], plans)
-        sets = {
-            name: read_sets(probs, corrupted, thresholds[name], source.set_sizes) for name, (probs, corrupted, _) in outputs.items()
-        }
+        sets = sets_of(outputs)
         report[split] = figures(names, sets["interpreter"], pred.corrupted_logits, pred.accuracy, examples, restored, side)
         per_model = {"repair_restored": restored}
         if config.refine.epochs:
@@ -494,7 +502,7 @@ def evaluate(
         report[split]["by_corruption_rate"] = by_corruption_rate(
             examples, sets["interpreter"], pred.corrupted_logits, per_model, rates.min, rates.max
         )
-        write_predictions(run_dir / "predictions" / f"{split}.parquet", predictions_table(names, examples, outputs, sets, per_model))
+        save(split, pred, outputs, per_model)
         for name in BASELINES:
             base_report[name][split] = figures(names, sets[name], *outputs[name][1:], examples)
         ensemble_report[ENSEMBLE][split] = figures(names, sets[ENSEMBLE], *outputs[ENSEMBLE][1:], examples)

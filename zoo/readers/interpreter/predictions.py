@@ -2,7 +2,8 @@
 
 ``report.json`` holds a split's means; a researcher asking *which* models a reader gets
 wrong, or trying another way to turn probabilities into sets, needs every record's
-readout. ``RUN/predictions/SPLIT.parquet`` has one row per record, in the zoo's terms
+readout. ``RUN/predictions/SPLIT.parquet`` (each evaluated split, and the validation split
+whenever the set thresholds are chosen on it) has one row per record, in the zoo's terms
 (pattern names, not vocabulary indices), readable by pyarrow or pandas:
 
 - the record: ``example_id``, ``batch_id``, ``corruption_rate``, ``patterns`` and
@@ -11,7 +12,8 @@ readout. ``RUN/predictions/SPLIT.parquet`` has one row per record, in the zoo's 
   predicted set, as the report scores it), ``R.corrupted_pattern``, ``R.accuracy``, and
   ``R.pattern_probs`` / ``R.corrupted_probs`` over the zoo's pattern names (stored in the
   schema metadata under ``pattern_names``);
-- per-model figures of the report (``repair_restored``, ``refined_restored``, ...).
+- per-model figures of the report (``repair_restored``, ``refined_restored``, ...; none for a
+  validation split read only for the thresholds).
 """
 
 from __future__ import annotations
