@@ -427,8 +427,10 @@ def test_eval_writes_each_records_readout_agreeing_with_the_report(interp_run, i
 
     import pyarrow.parquet as pq
 
+    from zoo.readers.interpreter.data import batched
     from zoo.readers.interpreter.evaluate import evaluate
     from zoo.readers.interpreter.predictions import read_predictions
+    from zoo.readers.interpreter.train import load_model, predict
 
     shutil.rmtree(interp_run / "predictions", ignore_errors=True)
     report = evaluate(interp_run, interp_zoo, splits=["test"], refine_epochs=0)
@@ -442,8 +444,14 @@ def test_eval_writes_each_records_readout_agreeing_with_the_report(interp_run, i
     named = np.mean([r["interpreter.corrupted_pattern"] == r["corrupted_pattern"] for r in rows])
     assert named == pytest.approx(report["test"]["corrupted_pattern_accuracy"])
     assert all(r["corrupted_pattern"] in r["patterns"] for r in rows)
-    low, high = source.set_sizes
-    assert all(low <= len(r[f"{reader}.set"]) <= high for r in rows for reader in report["thresholds"])
+    space = source.set_space
+    assert all(space.low <= len(r[f"{reader}.set"]) <= space.high for r in rows for reader in report["thresholds"])
+    model, config, _ = load_model(interp_run)
+    pred = predict(model, batched(list(stream(source, "test")), config.eval_batch_size), torch.device("cpu"))
+    assert table.column("example_id").to_pylist() == [e.example_id for e in pred.examples]  # the report's order
+    probs = np.stack(table.column("interpreter.pattern_probs").to_numpy(zero_copy_only=False))
+    np.testing.assert_allclose(probs, pred.pattern_probs, rtol=1e-5, atol=1e-6)
+    assert json.loads(table.schema.metadata[b"thresholds"]) == report["thresholds"]
     assert all(len(r["output_only.pattern_probs"]) == len(names) for r in rows)
     assert all(sum(r["interpreter+output_only.corrupted_probs"]) == pytest.approx(1.0, abs=1e-4) for r in rows)
     validation, _ = read_predictions(interp_run / "predictions" / "validation.parquet")  # read for the thresholds
@@ -673,24 +681,29 @@ def test_a_pattern_set_holds_the_predicted_corrupted_pattern():
     assert exact_match(sets, np.array([[1, 0, 1], [1, 1, 0]])) == 1.0
 
 
-def test_a_pattern_set_is_brought_into_the_zoos_range_of_patterns_per_model():
-    """Too few: the most probable missing patterns join; too many: the least probable leave, never the corrupted one."""
-    from zoo.readers.interpreter.metrics import within_sizes
+def test_a_pattern_set_is_brought_into_the_sets_the_zoos_models_can_have():
+    """Too few: the most probable missing drawn patterns join; too many: the least probable leave, never the corrupted one."""
+    from zoo.readers.interpreter.metrics import SetSpace, within
 
     probs = np.array(
         [
-            [0.99, 0.40, 0.70, 0.10],  # one pattern: pattern 2 (0.70) joins, not 1 (0.40)
-            [0.95, 0.90, 0.96, 0.97],  # four: the least probable (1) leaves
-            [0.10, 0.90, 0.96, 0.97],  # four, the corrupted (0) least probable: pattern 1 leaves
-            [0.99, 0.80, 0.10, 0.10],  # in range: unchanged
-        ]
+            [0.99, 0.40, 0.70, 0.10, 0.0],  # one pattern: pattern 2 (0.70) joins, not 1 (0.40)
+            [0.95, 0.90, 0.96, 0.97, 0.0],  # four: the least probable (1) leaves
+            [0.10, 0.90, 0.96, 0.97, 0.0],  # four, the corrupted (0) least probable: pattern 1 leaves
+            [0.99, 0.80, 0.10, 0.10, 0.0],  # in range: unchanged
+            [1e-9, 1e-9, 1e-9, 1e-9, 0.5],  # none but the corrupted: the tie goes to the lower index;
+        ]  # pattern 4, undrawn, never joins however probable
     )
-    sets = np.array([[1, 0, 0, 0], [1, 1, 1, 1], [1, 1, 1, 1], [1, 1, 0, 0]], dtype=np.float32)
-    corrupted = np.array([[5.0, 0, 0, 0], [0, 0, 5.0, 0], [5.0, 0, 0, 0], [0, 5.0, 0, 0]])
+    sets = np.array([[1, 0, 0, 0, 0], [1, 1, 1, 1, 0], [1, 1, 1, 1, 0], [1, 1, 0, 0, 0], [0, 0, 1, 0, 0]])
+    corrupted = np.zeros((5, 5))
+    corrupted[[0, 1, 2, 3, 4], [0, 2, 0, 1, 2]] = 5.0
+    space = SetSpace(low=2, high=3, drawn=np.array([True, True, True, True, False]))
     np.testing.assert_array_equal(
-        within_sizes(sets, probs, corrupted, low=2, high=3),
-        [[1, 0, 1, 0], [1, 0, 1, 1], [1, 0, 1, 1], [1, 1, 0, 0]],
+        within(sets, probs, corrupted, space),
+        [[1, 0, 1, 0, 0], [1, 0, 1, 1, 0], [1, 0, 1, 1, 0], [1, 1, 0, 0, 0], [1, 0, 1, 0, 0]],
     )
+    space = SetSpace(low=4, high=4, drawn=space.drawn)
+    np.testing.assert_array_equal(within(sets[:1], probs[:1], corrupted[:1], space), [[1, 1, 1, 1, 0]])  # grows by 3
 
 
 def test_best_checkpoint_is_chosen_by_validation_exact_match_then_loss():
@@ -812,5 +825,5 @@ def test_report_figures_are_those_of_the_predictions_in_their_own_order(interp_r
     pred = predict(model, batched(examples, config.eval_batch_size), torch.device("cpu"))
     assert [e.example_id for e in pred.examples] != [e.example_id for e in examples]  # the case this test is about
     test = evaluate(run, interp_zoo, splits=["test"], refine_epochs=0)["test"]
-    assert test["exact_match"] == exact_match(pred.pattern_sets(0.5, source.set_sizes), pred.targets)
+    assert test["exact_match"] == exact_match(pred.pattern_sets(0.5, source.set_space), pred.targets)
     assert test["corrupted_pattern_accuracy"] == top1(pred.corrupted_logits, np.array([e.corrupted for e in pred.examples]))

@@ -36,6 +36,7 @@ from zoo.factory.schema import signature_stats_of
 from zoo.patterns.library import pattern_library, selectable
 from zoo.patterns.sampler import ProbeSet
 from zoo.readers.interpreter import InterpreterError
+from zoo.readers.interpreter.metrics import SetSpace
 from zoo.subjects.architecture import Architecture
 
 SPLITS = ("train", "validation", "test", "ood_architecture", "ood_patterns")
@@ -79,9 +80,10 @@ class ZooSource:
         return selectable(self.config.patterns)
 
     @property
-    def set_sizes(self) -> tuple[int, int]:
-        """The fewest and most patterns a model of this zoo was trained on: a predicted set outside is wrong."""
-        return self.config.patterns.per_batch.min, self.config.patterns.per_batch.max
+    def set_space(self) -> SetSpace:
+        """The pattern sets this zoo's models can have."""
+        sizes = self.config.patterns.per_batch
+        return SetSpace(sizes.min, sizes.max, np.array([name in self.drawn for name in self.pattern_names]))
 
     @property
     def in_features(self) -> int:

@@ -28,7 +28,7 @@ from zoo.atomic import atomic_path
 from zoo.readers.interpreter import InterpreterError
 from zoo.readers.interpreter.data import SPLITS, Example, SplitData, ZooSource, collate, from_tokens, open_source, read_row, stream
 from zoo.readers.interpreter.directions import mean_difference
-from zoo.readers.interpreter.metrics import read_sets
+from zoo.readers.interpreter.metrics import SetSpace, names_of, read_sets
 from zoo.readers.interpreter.refine import Plans, refine
 from zoo.readers.interpreter.train import STATE_FILE, checkpoint_path, load_model, predict
 
@@ -117,10 +117,10 @@ class Editor:
         self.plans = Plans(self.source.config)
         self.threshold = set_threshold(self.run_dir, self.config)
 
-    def read(self, pattern_logits: torch.Tensor, corrupted_logits: torch.Tensor) -> np.ndarray:
-        """One model's pattern set as evaluation reads it."""
+    def read(self, pattern_logits: torch.Tensor, corrupted_logits: torch.Tensor, space: SetSpace | None) -> list[str]:
+        """One model's pattern set at the run's threshold, brought into ``space`` when given."""
         probs = torch.sigmoid(pattern_logits).numpy()
-        return read_sets(probs, corrupted_logits.numpy(), self.threshold, self.source.set_sizes)[0]
+        return names_of(read_sets(probs, corrupted_logits.numpy(), self.threshold, space), self.source.pattern_names)[0]
 
     def has_direction(self, pattern: str) -> bool:
         k = self.source.pattern_names.index(pattern)
@@ -150,8 +150,8 @@ class Editor:
             repaired = model.repair(batch, out)
             edited = model.repair(batch, out, latent=moved)
             after_patterns, after_corrupted, _ = model.heads(batch, out.tokens, moved, out.answers)
-            before_sets = self.read(out.patterns, out.corrupted)
-            after_sets = self.read(after_patterns, after_corrupted)
+            before = self.read(out.patterns, out.corrupted, self.source.set_space)  # as eval reads it
+            after = self.read(after_patterns, after_corrupted, None)  # the move's own effect, a size the zoo lacks allowed
         arch = example.architecture
         candidates = {
             "degraded": example.degraded,
@@ -159,7 +159,7 @@ class Editor:
             "edited": from_tokens(edited, [arch])[0],
         }
         names, tokens, pattern_index = _benchmark(self.source, example, pattern)
-        asked = [n for n, p in zip(names_all, before_sets) if p and n != pattern] + ([pattern] if add else [])
+        asked = [n for n in before if n != pattern] + ([pattern] if add else [])
         if epochs:
             refined = refine(
                 [example, example],
@@ -194,8 +194,8 @@ class Editor:
             "per_pattern_accuracy": rows,
             "negative_accuracy": {label: scores[label][1] for label in scores},
             "predicted_patterns": {
-                "before": [n for n, p in zip(names_all, before_sets) if p],
-                "after": [n for n, p in zip(names_all, after_sets) if p],
+                "before": before,
+                "after": after,
             },
             "saved": None,
         }

@@ -40,12 +40,13 @@ from zoo.readers.interpreter.config import BaselineConfig, InterpreterConfig, Re
 from zoo.readers.interpreter.data import SPLITS, Example, ZooSource, batched, collate, dump_json, one_hot, open_source, stream
 from zoo.readers.interpreter.metrics import (
     Readout,
-    Sizes,
+    SetSpace,
     choose_threshold,
     exact_match,
     hits,
     macro_f1,
     mae,
+    names_of,
     nanmean,
     per_pattern_f1,
     read_sets,
@@ -290,8 +291,6 @@ def output_logits(examples: list[Example], probe_tokens: np.ndarray, vocab_size:
     return np.concatenate(out) if out else np.zeros((0, len(probe_tokens)), dtype=np.float32)
 
 
-
-
 @dataclass
 class BaselineModel:
     """A small MLP with the interpreter's three heads, on fixed features."""
@@ -381,17 +380,17 @@ def _feature_sets(source: ZooSource, examples: list[Example]) -> dict[str, np.nd
 
 
 def set_thresholds(
-    config: InterpreterConfig, validation: tuple[Predictions, dict[str, Readout]] | None, sizes: Sizes | None = None
+    config: InterpreterConfig, validation: tuple[Predictions, dict[str, Readout]] | None, space: SetSpace | None = None
 ) -> dict[str, float]:
     """Each reader's set threshold: ``config.set_threshold``, else chosen on the validation predictions and the
-    readers' outputs on them, sets brought into ``sizes`` (0.5 without a validation split)."""
+    readers' outputs on them, sets brought into the zoo's ``space`` (0.5 without a validation split)."""
     readers = ("interpreter", *BASELINES, ENSEMBLE)
     if config.set_threshold is not None:
         return {name: config.set_threshold for name in readers}
     if validation is None:
         return {name: 0.5 for name in readers}
     pred, outputs = validation
-    return {name: choose_threshold(probs, corrupted, pred.targets, sizes=sizes) for name, (probs, corrupted, _) in outputs.items()}
+    return {name: choose_threshold(probs, corrupted, pred.targets, space=space) for name, (probs, corrupted, _) in outputs.items()}
 
 
 def evaluate(
@@ -456,18 +455,18 @@ def evaluate(
 
     val = config.data.val_split
     validation = read(val) if config.set_threshold is None and source.rows(val) > 0 else None
-    thresholds = set_thresholds(config, validation, source.set_sizes)
+    thresholds = set_thresholds(config, validation, source.set_space)
     log("set thresholds: " + ", ".join(f"{name} {t}" for name, t in thresholds.items()))
 
     def sets_of(outputs: dict[str, Readout]) -> dict[str, np.ndarray]:
-        return {name: read_sets(probs, corrupted, thresholds[name], source.set_sizes) for name, (probs, corrupted, _) in outputs.items()}
+        return {name: read_sets(probs, corrupted, thresholds[name], source.set_space) for name, (probs, corrupted, _) in outputs.items()}
 
-    def save(split: str, pred: Predictions, outputs: dict[str, Readout], per_model: dict[str, np.ndarray]) -> None:
-        table = predictions_table(names, pred.examples, outputs, sets_of(outputs), per_model)
+    def save(split: str, examples: list[Example], outputs: dict[str, Readout], sets: dict[str, np.ndarray], per_model: dict) -> None:
+        table = predictions_table(names, examples, outputs, sets, per_model, {"checkpoint": which, "thresholds": thresholds})
         write_predictions(run_dir / "predictions" / f"{split}.parquet", table)
 
     if validation is not None and val not in wanted:  # read for the thresholds: its readouts are kept too
-        save(val, *validation, {})
+        save(val, validation[0].examples, validation[1], sets_of(validation[1]), {})
     plans = Plans(source.config)
     rates = source.config.corruption.rate
     report: dict = {}
@@ -492,8 +491,7 @@ def evaluate(
                 f"{split}: refining the repairs ({config.refine.epochs} epochs on {size} sequences of the named sets' "
                 f"data per model, lr x {config.refine.lr_scale})"
             )
-            named = [[names[j] for j in np.flatnonzero(row)] for row in sets["interpreter"]]
-            refined, restored_by_start = refined_repair(pred, named, plans, config.refine, device, config.seed)
+            refined, restored_by_start = refined_repair(pred, names_of(sets["interpreter"], names), plans, config.refine, device, config.seed)
             report[split]["refined_repair"] = refined
             per_model["refined_restored"] = restored_by_start["decoded"]
         per_model["answer_trace"] = answer_trace(examples, source.config.patterns, source.drawn)
@@ -502,7 +500,7 @@ def evaluate(
         report[split]["by_corruption_rate"] = by_corruption_rate(
             examples, sets["interpreter"], pred.corrupted_logits, per_model, rates.min, rates.max
         )
-        save(split, pred, outputs, per_model)
+        save(split, examples, outputs, sets, per_model)
         for name in BASELINES:
             base_report[name][split] = figures(names, sets[name], *outputs[name][1:], examples)
         ensemble_report[ENSEMBLE][split] = figures(names, sets[ENSEMBLE], *outputs[ENSEMBLE][1:], examples)

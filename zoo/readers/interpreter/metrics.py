@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -31,13 +32,22 @@ def with_corrupted(sets: np.ndarray, corrupted_logits: np.ndarray) -> np.ndarray
     return sets
 
 
-def within_sizes(sets: np.ndarray, probs: np.ndarray, corrupted_logits: np.ndarray, low: int, high: int) -> np.ndarray:
-    """``[n, V]`` sets brought into the zoo's range of patterns per model (``patterns.per_batch``).
+@dataclass(frozen=True)
+class SetSpace:
+    """The pattern sets a zoo's models can have: ``low`` to ``high`` patterns (``patterns.per_batch``),
+    each one the zoo draws (``drawn``, ``[V]`` bool). A predicted set outside is wrong whatever it holds."""
 
-    A set outside the range is wrong whatever else it holds: one too small takes the most probable
-    patterns it lacks, one too large drops its least probable ones (never the corrupted head's choice).
-    A strict set threshold leaves a reader that is unsure of a model's second pattern with the
-    corrupted one alone; this names its best guess instead.
+    low: int
+    high: int
+    drawn: np.ndarray
+
+
+def within(sets: np.ndarray, probs: np.ndarray, corrupted_logits: np.ndarray, space: SetSpace) -> np.ndarray:
+    """``[n, V]`` sets brought into ``space``: one too small takes the most probable drawn patterns it
+    lacks, one too large drops its least probable ones (never the corrupted head's choice).
+
+    A strict set threshold leaves a reader unsure of a model's second pattern with the corrupted
+    one alone; this names its best guess instead.
     """
     sets = sets.astype(bool)
     n, width = sets.shape
@@ -49,23 +59,28 @@ def within_sizes(sets: np.ndarray, probs: np.ndarray, corrupted_logits: np.ndarr
         ranks[rows, np.argsort(scores, axis=1, kind="stable")] = np.arange(width)
         return ranks < counts[:, None]
 
-    grow = np.clip(low - sets.sum(1), 0, None)
-    sets = sets | (first(np.where(sets, np.inf, -probs), grow) & ~sets)
+    lacking = ~sets & space.drawn
+    grow = np.clip(space.low - sets.sum(1), 0, lacking.sum(1))
+    sets = sets | (first(np.where(lacking, -probs, np.inf), grow) & lacking)
     kept = np.zeros_like(sets)
     kept[np.arange(n), corrupted_logits.argmax(1)] = True
-    shrink = np.clip(sets.sum(1) - high, 0, None)
+    shrink = np.clip(sets.sum(1) - space.high, 0, None)
     sets = sets & ~first(np.where(sets & ~kept, probs, np.inf), shrink)
     return sets.astype(np.float32)
 
 
-Sizes = tuple[int, int]  # the fewest and most patterns a model of the zoo is trained on
-
-
-def read_sets(probs: np.ndarray, corrupted_logits: np.ndarray, threshold: float, sizes: Sizes | None = None) -> np.ndarray:
+def read_sets(
+    probs: np.ndarray, corrupted_logits: np.ndarray, threshold: float, space: SetSpace | None = None
+) -> np.ndarray:
     """A reader's ``[n, V]`` pattern sets: the patterns above ``threshold``, the corrupted head's choice
-    added (``with_corrupted``), brought into ``sizes`` (``within_sizes``) when given."""
+    added (``with_corrupted``), brought into ``space`` (``within``) when given."""
     sets = with_corrupted(probs > threshold, corrupted_logits)
-    return sets if sizes is None else within_sizes(sets, probs, corrupted_logits, *sizes)
+    return sets if space is None else within(sets, probs, corrupted_logits, space)
+
+
+def names_of(sets: np.ndarray, names: Sequence[str]) -> list[list[str]]:
+    """``[n, V]`` 0/1 sets as lists of pattern names."""
+    return [[names[j] for j in np.flatnonzero(row)] for row in sets]
 
 
 THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99)
@@ -76,16 +91,16 @@ def choose_threshold(
     corrupted_logits: np.ndarray,
     true: np.ndarray,
     grid: Sequence[float] = THRESHOLDS,
-    sizes: Sizes | None = None,
+    space: SetSpace | None = None,
 ) -> float:
-    """The ``grid`` value whose sets ``read_sets(probs, corrupted_logits, t, sizes)`` match ``true`` exactly most often.
+    """The ``grid`` value whose sets ``read_sets(probs, corrupted_logits, t, space)`` match ``true`` exactly most often.
 
     A reader unsure which pattern was corrupted gives each candidate a middling set
     probability; the corrupted head already adds its choice, so the set head is best
     trusted only where it is sure, and how sure is a property of the reader. Ties go to the
     first value (``THRESHOLDS`` ascends).
     """
-    scores = [exact_match(read_sets(probs, corrupted_logits, t, sizes), true) for t in grid]
+    scores = [exact_match(read_sets(probs, corrupted_logits, t, space), true) for t in grid]
     return float(grid[int(np.argmax(scores))])
 
 

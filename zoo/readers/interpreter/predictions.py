@@ -9,9 +9,10 @@ whenever the set thresholds are chosen on it) has one row per record, in the zoo
 - the record: ``example_id``, ``batch_id``, ``corruption_rate``, ``patterns`` and
   ``corrupted_pattern`` (the truth) and ``accuracy`` (the degraded model's, on its benchmark);
 - per reader R (``interpreter``, each baseline, ``interpreter+output_only``): ``R.set`` (the
-  predicted set, as the report scores it), ``R.corrupted_pattern``, ``R.accuracy``, and
+  predicted set, as the report scores it), ``R.corrupted_pattern``, ``R.accuracy`` (the
+  reader's estimate of the degraded model's accuracy), and
   ``R.pattern_probs`` / ``R.corrupted_probs`` over the zoo's pattern names (stored in the
-  schema metadata under ``pattern_names``);
+  schema metadata under ``pattern_names``, beside ``checkpoint`` and each reader's ``thresholds``);
 - per-model figures of the report (``repair_restored``, ``refined_restored``, ...; none for a
   validation split read only for the thresholds).
 """
@@ -28,10 +29,7 @@ import pyarrow.parquet as pq
 
 from zoo.atomic import atomic_path
 from zoo.readers.interpreter.data import Example
-from zoo.readers.interpreter.metrics import Readout, softmax
-
-def _named(rows: np.ndarray, names: Sequence[str]) -> list[list[str]]:
-    return [[names[j] for j in np.flatnonzero(row)] for row in rows]
+from zoo.readers.interpreter.metrics import Readout, names_of, softmax
 
 
 def _matrix(values: np.ndarray) -> pa.Array:
@@ -45,8 +43,10 @@ def predictions_table(
     outputs: Mapping[str, Readout],
     sets: Mapping[str, np.ndarray],
     per_model: Mapping[str, np.ndarray],
+    about: Mapping | None = None,
 ) -> pa.Table:
-    """One row per example (in ``examples``' order, which every array follows)."""
+    """One row per example (in ``examples``' order, which every array follows); ``about`` (how the
+    readouts were made: checkpoint, thresholds) joins ``pattern_names`` in the schema metadata, as JSON."""
     columns: dict[str, pa.Array] = {
         "example_id": pa.array([e.example_id for e in examples], pa.string()),
         "batch_id": pa.array([e.batch_id for e in examples], pa.int64()),
@@ -56,7 +56,7 @@ def predictions_table(
         "accuracy": pa.array([e.accuracy for e in examples], pa.float64()),
     }
     for reader, (probs, corrupted, accuracy) in outputs.items():
-        columns[f"{reader}.set"] = pa.array(_named(sets[reader], names), pa.list_(pa.string()))
+        columns[f"{reader}.set"] = pa.array(names_of(sets[reader], names), pa.list_(pa.string()))
         columns[f"{reader}.corrupted_pattern"] = pa.array([names[j] for j in corrupted.argmax(1)], pa.string())
         columns[f"{reader}.accuracy"] = pa.array(np.asarray(accuracy, dtype=np.float64))
         columns[f"{reader}.pattern_probs"] = _matrix(probs)
@@ -64,7 +64,9 @@ def predictions_table(
     for key, values in per_model.items():
         columns[key] = pa.array(np.asarray(values, dtype=np.float64), from_pandas=True)  # NaN -> null
     table = pa.table(columns)
-    return table.replace_schema_metadata({"pattern_names": json.dumps(list(names))})
+    metadata = {"pattern_names": json.dumps(list(names))}
+    metadata.update({key: json.dumps(value) for key, value in (about or {}).items()})
+    return table.replace_schema_metadata(metadata)
 
 
 def write_predictions(path: str | Path, table: pa.Table) -> None:

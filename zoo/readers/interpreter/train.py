@@ -46,7 +46,7 @@ from zoo.readers.interpreter.data import (
     repair_inputs,
 )
 from zoo.readers.interpreter.directions import LatentMeans, edited_sets, sample_edits
-from zoo.readers.interpreter.metrics import Sizes, choose_threshold, exact_match, macro_f1, mae, read_sets, top1
+from zoo.readers.interpreter.metrics import SetSpace, choose_threshold, exact_match, macro_f1, mae, read_sets, top1
 from zoo.readers.interpreter.model import Interpreter, Output, pattern_columns, subject_logits
 
 RUN_VERSION = 1
@@ -207,8 +207,8 @@ class Predictions:
     latent: np.ndarray  # [n, latent]
     repaired: list[np.ndarray] | None  # flat weights per example
 
-    def pattern_sets(self, threshold: float = 0.5, sizes: Sizes | None = None) -> np.ndarray:
-        return read_sets(self.pattern_probs, self.corrupted_logits, threshold, sizes)
+    def pattern_sets(self, threshold: float = 0.5, space: SetSpace | None = None) -> np.ndarray:
+        return read_sets(self.pattern_probs, self.corrupted_logits, threshold, space)
 
     @property
     def targets(self) -> np.ndarray:
@@ -256,10 +256,10 @@ def predict(
 
 
 def quick_metrics(
-    pred: Predictions, names: tuple[str, ...], threshold: float | None = None, sizes: Sizes | None = None
+    pred: Predictions, names: tuple[str, ...], threshold: float | None = None, space: SetSpace | None = None
 ) -> dict[str, float]:
     """Set figures at ``threshold``, or (None) at the one evaluation would choose on these predictions,
-    sets brought into ``sizes`` as evaluation does.
+    sets brought into the zoo's ``space`` as evaluation does.
 
     Training selects ``best.safetensors`` on validation this way, so the checkpoint kept is
     the best at the set threshold the report will use, not at 0.5.
@@ -268,8 +268,8 @@ def quick_metrics(
         return {}
     truth = pred.targets
     if threshold is None:
-        threshold = choose_threshold(pred.pattern_probs, pred.corrupted_logits, truth, sizes=sizes)
-    sets = pred.pattern_sets(threshold, sizes)
+        threshold = choose_threshold(pred.pattern_probs, pred.corrupted_logits, truth, space=space)
+    sets = pred.pattern_sets(threshold, space)
     return {
         "set_threshold": threshold,
         "exact_match": exact_match(sets, truth),
@@ -670,7 +670,7 @@ def train(
             if has_val:
                 figures, pred = evaluate_loss(model, val_data, config, inputs, device, means if config.loss.edit else None)
                 metrics.update({f"val_{k}": v for k, v in figures.items()})
-                quick = quick_metrics(pred, source.pattern_names, config.set_threshold, source.set_sizes)
+                quick = quick_metrics(pred, source.pattern_names, config.set_threshold, source.set_space)
                 metrics.update({f"val_{k}": v for k, v in quick.items()})
             score = selection_score(metrics, config.select)
             best = state["best_val"] is None or score < tuple(state["best_val"])
