@@ -151,7 +151,7 @@ class Editor:
             edited = model.repair(batch, out, latent=moved)
             after_patterns, after_corrupted, _ = model.heads(batch, out.tokens, moved, out.answers)
             before = self.read(out.patterns, out.corrupted, self.source.set_space)  # as eval reads it
-            after = self.read(after_patterns, after_corrupted, None)  # the move's own effect, a size the zoo lacks allowed
+            after = self.read(after_patterns, after_corrupted, None)  # the move itself: an add to a full set may show one more
         arch = example.architecture
         candidates = {
             "degraded": example.degraded,

@@ -440,7 +440,7 @@ def evaluate(
     log = console.print if console is not None else (lambda *a, **k: None)
     log(f"baselines: fitting on {len(train_examples)} training records")
     train_features = _feature_sets(source, train_examples)
-    undrawn = np.array([name not in source.drawn for name in names])
+    undrawn = ~source.set_space.drawn
     baselines = {
         name: BaselineModel.fit(train_features[name], train_examples, undrawn, config.baselines, config.seed)
         for name in BASELINES
