@@ -79,7 +79,7 @@ class ZooSource:
         """The patterns the zoo's batches draw from: the only ones an interpreter should name."""
         return selectable(self.config.patterns)
 
-    @property
+    @cached_property
     def set_space(self) -> SetSpace:
         """The pattern sets this zoo's models can have."""
         sizes = self.config.patterns.per_batch
