@@ -97,6 +97,12 @@ def test_inspect_json_counts_the_zoo(zoo_dir, capsys):
     assert set(summary["corrupted"]) <= set(summary["patterns"])
 
 
+def test_python_dash_m_zoo_is_the_cli(zoo_dir):
+    done = subprocess.run([sys.executable, "-m", "zoo", "inspect", str(zoo_dir), "--json"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["batches"] == 6
+
+
 def test_verify_passes_an_intact_zoo(zoo_dir, capsys):
     assert main(["verify", str(zoo_dir)]) == 0
     assert capsys.readouterr().err == ""
