@@ -2,7 +2,8 @@
 
 Import the fixtures into a test module:
 ``from interpreter_fixture import interp_zoo, interp_run, tiny_config  # noqa: F401``.
-Both are built once per session and must not be written to.
+Both are built once per session and must not be written to; a test that writes into a run
+(an evaluation's report, its predictions) takes ``run_copy``, a fresh copy of ``interp_run``.
 """
 
 from __future__ import annotations
@@ -69,3 +70,11 @@ def interp_run(interp_zoo, tmp_path_factory) -> Path:
         train(tiny_config(), interp_zoo, run, progress=False)
         _BUILT["run"] = run
     return _BUILT["run"]
+
+
+@pytest.fixture
+def run_copy(interp_run, tmp_path) -> Path:
+    """A copy of ``interp_run`` this test may write to."""
+    import shutil
+
+    return Path(shutil.copytree(interp_run, tmp_path / "run"))

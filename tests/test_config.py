@@ -14,7 +14,7 @@ CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 @pytest.mark.parametrize("path", sorted((CONFIGS / "zoo").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_zoo_config_is_valid(path):
-    assert isinstance(load_config(path), ZooConfig)
+    assert load_config(path).name == path.stem  # read from the file, not the defaults
 
 
 def test_default_yaml_spells_out_the_built_in_defaults():

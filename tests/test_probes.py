@@ -360,7 +360,10 @@ def test_commands_default_to_the_tuned_recipe_which_differs_from_the_reference_o
     assert tuned.model_copy(update={"lr": 1e-3, "weight_decay": 0.1}) == ProbeConfig()
     assert (tuned.lr, tuned.weight_decay) == (0.02, 0.0)
     assert recipe_from_args(argparse.Namespace(config=None, epochs=3)).epochs == 3
-    load_config(CONFIGS / "tune/probes.yaml", ProbeTuneConfig)
+
+
+def test_shipped_probe_tune_config_is_valid():
+    assert load_config(CONFIGS / "tune/probes.yaml", ProbeTuneConfig).search_space
 
 
 # ---------------------------------------------------------------- across the zoo, Ray, Tune
