@@ -310,15 +310,12 @@ def test_the_repair_checkpoint_is_the_epoch_of_lowest_validation_repair_loss(int
         assert f.metadata()["epoch"] == str(state["best_repair_epoch"])
 
 
-def test_eval_reads_the_pattern_heads_from_best_and_the_decoder_from_best_repair(interp_run, interp_zoo, tmp_path):
-    import shutil
-
+def test_eval_reads_the_pattern_heads_from_best_and_the_decoder_from_best_repair(run_copy, interp_zoo):
     from safetensors.torch import load_file, save_file
 
     from zoo.readers.interpreter.evaluate import evaluate
 
-    run = tmp_path / "run"
-    shutil.copytree(interp_run, run)
+    run = run_copy
     heads = ("exact_match", "macro_f1", "corrupted_pattern_accuracy", "accuracy_mae")
     split = evaluate(run, interp_zoo, splits=["test"])["test"]
     repair_only = evaluate(run, interp_zoo, splits=["test"], which="repair")["test"]
@@ -551,9 +548,7 @@ def test_a_saved_edit_loads_as_the_records_architecture_with_what_was_asked(inte
     assert subject(torch.zeros(2, source.config.patterns.seq_len, dtype=torch.long)).shape[0] == 2
 
 
-def test_an_edit_reads_sets_at_the_threshold_training_chose_for_the_heads_epoch(interp_run, interp_zoo, tmp_path):
-    import shutil
-
+def test_an_edit_reads_sets_at_the_threshold_training_chose_for_the_heads_epoch(run_copy, interp_run, interp_zoo):
     from zoo.readers.interpreter.edit import set_threshold
     from zoo.readers.interpreter.train import read_run, run_config
 
@@ -562,8 +557,7 @@ def test_an_edit_reads_sets_at_the_threshold_training_chose_for_the_heads_epoch(
     config = run_config(read_run(interp_run), interp_run)
     assert set_threshold(interp_run, config) == chosen
     assert set_threshold(interp_run, config.model_copy(update={"set_threshold": 0.77})) == 0.77
-    run = tmp_path / "run"
-    shutil.copytree(interp_run, run)
+    run = run_copy
     (run / "state.json").unlink()
     assert set_threshold(run, config) == 0.5
 
@@ -785,13 +779,10 @@ def test_training_scores_validation_sets_at_the_threshold_evaluation_will_use():
     assert quick_metrics(pred, names, threshold=0.5)["exact_match"] == 1 / 3
 
 
-def test_eval_uses_a_fixed_set_threshold_when_the_config_gives_one(interp_run, interp_zoo, tmp_path):
-    import shutil
-
+def test_eval_uses_a_fixed_set_threshold_when_the_config_gives_one(run_copy, interp_zoo):
     from zoo.readers.interpreter.evaluate import evaluate
 
-    run = tmp_path / "run"
-    shutil.copytree(interp_run, run)
+    run = run_copy
     chosen = evaluate(run, interp_zoo, splits=["test"], refine_epochs=0)["thresholds"]
     assert all(t in (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99) for t in chosen.values())
     path = run / "config.json"
@@ -803,18 +794,15 @@ def test_eval_uses_a_fixed_set_threshold_when_the_config_gives_one(interp_run, i
     assert report["test"]["macro_f1"] <= 1.0
 
 
-def test_report_figures_are_those_of_the_predictions_in_their_own_order(interp_run, interp_zoo, source, tmp_path):
+def test_report_figures_are_those_of_the_predictions_in_their_own_order(run_copy, interp_zoo, source):
     """Predictions come back in batched() order (sorted by activation per chunk); the report must not pair them with
     the records in streamed order."""
-    import shutil
-
     from zoo.readers.interpreter.data import batched
     from zoo.readers.interpreter.evaluate import evaluate
     from zoo.readers.interpreter.metrics import exact_match, top1
     from zoo.readers.interpreter.train import load_model, predict
 
-    run = tmp_path / "run"
-    shutil.copytree(interp_run, run)
+    run = run_copy
     path = run / "config.json"
     stored = json.loads(path.read_text())
     stored["interpreter"]["set_threshold"] = 0.5

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from interpreter_fixture import interp_run, interp_zoo, tiny_config  # noqa: F401
+from interpreter_fixture import interp_run, interp_zoo, run_copy, tiny_config  # noqa: F401
 from zoo_fixture import run_cli
 
 from zoo.patterns.library import pattern_library
@@ -94,11 +94,8 @@ def test_refinement_is_reproducible_and_leaves_a_model_with_no_named_pattern_unc
     np.testing.assert_array_equal(once[3], starts[3])
 
 
-def test_eval_reports_refined_repair_from_the_decoded_and_the_degraded_weights(interp_run, interp_zoo, tmp_path, capsys):
-    import shutil
-
-    run = tmp_path / "run"
-    shutil.copytree(interp_run, run)
+def test_eval_reports_refined_repair_from_the_decoded_and_the_degraded_weights(run_copy, interp_zoo, capsys):
+    run = run_copy
     code, out, err = run_cli(capsys, "interpret", "eval", "--run", run, "--data", interp_zoo, "--split", "test", "--refine-epochs", "3")
     assert code == 0, err
     assert "repair refined on the named pattern set" in out
@@ -112,13 +109,10 @@ def test_eval_reports_refined_repair_from_the_decoded_and_the_degraded_weights(i
     assert "## Repair refined on the named pattern set" in (run / "report.md").read_text()
 
 
-def test_eval_without_refinement_reports_no_refined_repair(interp_run, interp_zoo, tmp_path):
-    import shutil
-
+def test_eval_without_refinement_reports_no_refined_repair(run_copy, interp_zoo):
     from zoo.readers.interpreter.evaluate import evaluate
 
-    run = tmp_path / "run"
-    shutil.copytree(interp_run, run)
+    run = run_copy
     test = evaluate(run, interp_zoo, splits=["test"], refine_epochs=0)["test"]
     assert "refined_repair" not in test
     assert all("refined_restored" not in row for row in test["by_corruption_rate"])
