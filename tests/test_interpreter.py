@@ -212,14 +212,54 @@ def test_repair_near_misses_are_one_token_from_a_pattern_input_and_leave_the_oth
     from zoo.patterns.library import pattern_library
     from zoo.readers.interpreter.data import repair_inputs
 
-    plain, _ = repair_inputs(source.config, 4, 8)
-    tokens, member = repair_inputs(source.config, 4, 8, near_misses=3)
+    plain, _, _ = repair_inputs(source.config, 4, 8)
+    tokens, member, _ = repair_inputs(source.config, 4, 8, near_misses=3)
     n_patterns = len(pattern_library(source.config.patterns))
     assert len(tokens) == len(plain) + 3 * n_patterns and (tokens[: len(plain)] == plain).all()
     drawn = plain[: 4 * n_patterns]
     distance = (tokens[len(plain) :, None, :] != drawn[None]).sum(axis=2)
     assert (distance.min(axis=1) == 1).all()
     assert member.shape == (len(tokens), n_patterns)
+
+
+def test_a_near_miss_is_near_the_pattern_it_was_made_from_and_outside_it(source):
+    from zoo.readers.interpreter.data import repair_inputs
+
+    plain, _, _ = repair_inputs(source.config, 4, 8)
+    tokens, member, near = repair_inputs(source.config, 4, 8, near_misses=3)
+    assert not near[: len(plain)].any()
+    assert near.sum(axis=1).max() == 1 and near.any()
+    for row, pattern in zip(*np.nonzero(near)):
+        own = plain[4 * pattern : 4 * (pattern + 1)]
+        assert member[row, pattern] == 0 and (tokens[row] != own).sum(axis=1).min() == 1
+
+
+def test_each_training_step_draws_its_own_repair_inputs_and_the_fixed_set_is_unchanged(source):
+    from zoo.patterns.library import pattern_library
+    from zoo.readers.interpreter.data import repair_inputs
+    from zoo.readers.interpreter.train import RepairInputs
+
+    config, cpu = tiny_config(), torch.device("cpu")
+    step3 = RepairInputs.build(source, config, cpu, step=3)
+    assert torch.equal(RepairInputs.build(source, config, cpu, step=3).x, step3.x)
+    assert not torch.equal(RepairInputs.build(source, config, cpu, step=4).x, step3.x)
+    assert not torch.equal(RepairInputs.build(source, config, cpu).x, step3.x)
+    space = source.config.patterns
+    first = next(iter(pattern_library(space).values()))  # runs made before the draws keep their set
+    expected = first.generate(np.random.default_rng([0, 7919]), 4, space.vocab_size, space.seq_len)
+    assert (repair_inputs(source.config, 4, 16, 0)[0][:4] == expected).all()
+
+
+def test_near_miss_emphasis_weighs_the_corrupted_patterns_near_misses(records, source):
+    from zoo.readers.interpreter.train import RepairInputs, function_loss
+
+    batch = collate(records[:4])
+    inputs = RepairInputs.build(source, tiny_config(data={"repair_near_misses": 3}), torch.device("cpu"))
+    plain = function_loss(batch, batch.degraded, inputs, 4.0)
+    assert float(function_loss(batch, batch.degraded, inputs, 4.0, 50.0)) != pytest.approx(float(plain))
+    blind = RepairInputs(inputs.x, inputs.member, torch.zeros_like(inputs.near))
+    assert float(function_loss(batch, batch.degraded, blind, 4.0, 50.0)) == pytest.approx(float(plain))
+    assert abs(float(function_loss(batch, batch.clean, inputs, 4.0, 50.0))) < 1e-5
 
 
 def test_training_lowers_the_loss_and_beats_chance(interp_run, source):
@@ -337,7 +377,8 @@ def test_resume_continues_where_the_run_stopped(interp_zoo, tmp_path):
 
     from zoo.readers.interpreter.train import train
 
-    config = tiny_config(epochs=4, loss={"edit": 1.0}, model={"decoder_reads_edit": True})  # edits draw on state too
+    # edits and fresh repair inputs draw on state too
+    config = tiny_config(epochs=4, loss={"edit": 1.0}, model={"decoder_reads_edit": True}, data={"repair_fresh": True})
     train(config, interp_zoo, tmp_path / "straight", progress=False)
 
     class Stop(Exception):

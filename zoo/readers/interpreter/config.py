@@ -81,6 +81,13 @@ class LossConfig(Strict):
     corrupted_emphasis: float = Field(
         4.0, ge=0.0, description="extra weight of the corrupted (or edited) pattern's sequences in the functional losses"
     )
+    near_miss_emphasis: float = Field(
+        0.0,
+        ge=0.0,
+        description="extra weight of the corrupted pattern's near misses (one token from its sequences, outside it) "
+        "in the functional repair loss, so restoring it is not bought with its hard negatives; 0 in runs made "
+        "before it existed",
+    )
     edit: float = Field(
         0.0,
         ge=0.0,
@@ -108,6 +115,12 @@ class DataConfig(Strict):
     repair_random: int = Field(64, ge=0, description="uniformly random repair inputs")
     repair_near_misses: int = Field(
         8, ge=0, description="repair inputs per library pattern with one token changed (near misses, as hard negatives)"
+    )
+    repair_fresh: bool = Field(
+        False,
+        description="draw new repair inputs every training step (from the run seed and the step), so the decoder "
+        "learns to write the patterns, not to answer one fixed set of sequences; validation keeps the fixed set. "
+        "False in runs made before it existed",
     )
     train_split: str = "train"
     val_split: str = "validation"

@@ -569,30 +569,35 @@ def permute_layer(example: Example, layer: int, order: np.ndarray) -> Example:
 
 
 def repair_inputs(
-    config: ZooConfig, per_pattern: int, random: int, seed: int = 0, near_misses: int = 0
-) -> tuple[np.ndarray, np.ndarray]:
-    """Fixed inputs the functional repair loss compares decoded and clean models on.
+    config: ZooConfig, per_pattern: int, random: int, seed: int | tuple[int, ...] = 0, near_misses: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Inputs the functional repair loss compares decoded and clean models on.
 
     ``per_pattern`` sequences from every library pattern's generator, ``near_misses`` of
     each of those patterns' sequences with one token changed (the benchmark's hard
     negatives are such near misses, and a repair that says yes to them is no repair),
-    plus ``random`` uniform sequences; returns tokens ``[R, seq_len]`` and membership
-    ``[R, V]`` (which library patterns each sequence matches).
+    plus ``random`` uniform sequences; returns tokens ``[R, seq_len]``, membership
+    ``[R, V]`` (which library patterns each sequence matches) and nearness ``[R, V]``
+    (which pattern's sequence a near miss was made from, where it left that pattern).
+    An integer ``seed`` gives the fixed set of earlier runs; a tuple, one draw of many.
     """
     space = config.patterns
     library = pattern_library(space)
-    rng = np.random.default_rng([seed, 7919])
+    rng = np.random.default_rng([*np.atleast_1d(seed).tolist(), 7919])
     parts = [p.generate(rng, per_pattern, space.vocab_size, space.seq_len) for p in library.values()]
     parts.append(rng.integers(0, space.vocab_size, size=(random, space.seq_len)))
+    origin = np.full(sum(len(p) for p in parts), -1)
     if near_misses:
         near = np.concatenate([p[rng.integers(0, len(p), near_misses)] for p in parts[: len(library)]])
         where = rng.integers(0, space.seq_len, len(near))
         shift = rng.integers(1, space.vocab_size, len(near))
         near[np.arange(len(near)), where] = (near[np.arange(len(near)), where] + shift) % space.vocab_size
         parts.append(near)
+        origin = np.concatenate([origin, np.repeat(np.arange(len(library)), near_misses)])
     tokens = np.concatenate(parts).astype(np.int64)
     member = np.stack([p.predicate(tokens) for p in library.values()], axis=1).astype(np.float32)
-    return tokens, member
+    nearness = (origin[:, None] == np.arange(len(library))[None]) & (member == 0)
+    return tokens, member, nearness.astype(np.float32)
 
 
 def one_hot(tokens: np.ndarray | torch.Tensor, vocab_size: int) -> torch.Tensor:

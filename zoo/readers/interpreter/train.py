@@ -76,18 +76,25 @@ def resolve_device(name: str) -> torch.device:
 
 @dataclass
 class RepairInputs:
-    """The fixed inputs of the functional repair loss: one-hot ``x [R, D]``, membership ``[R, V]``."""
+    """Inputs of the functional repair loss: one-hot ``x [R, D]``, membership and nearness ``[R, V]``
+    (``data.repair_inputs``)."""
 
     x: torch.Tensor
     member: torch.Tensor
+    near: torch.Tensor
 
     @classmethod
-    def build(cls, source: ZooSource, config: InterpreterConfig, device: torch.device) -> RepairInputs:
+    def build(
+        cls, source: ZooSource, config: InterpreterConfig, device: torch.device, step: int | None = None
+    ) -> RepairInputs:
+        """The fixed set (``step`` None), or training step ``step``'s own draw."""
         data = config.data
-        tokens, member = repair_inputs(
-            source.config, data.repair_per_pattern, data.repair_random, config.seed, data.repair_near_misses
+        seed = config.seed if step is None else (config.seed, step)
+        tokens, member, near = repair_inputs(
+            source.config, data.repair_per_pattern, data.repair_random, seed, data.repair_near_misses
         )
-        return cls(one_hot(tokens, source.config.patterns.vocab_size).to(device), torch.from_numpy(member).to(device))
+        x = one_hot(tokens, source.config.patterns.vocab_size)
+        return cls(x.to(device), torch.from_numpy(member).to(device), torch.from_numpy(near).to(device))
 
 
 def weight_loss(batch: Batch, delta: Weights) -> torch.Tensor:
@@ -103,13 +110,16 @@ def weight_loss(batch: Batch, delta: Weights) -> torch.Tensor:
     return (err_in.sum() + err_adj.sum() + err_b.sum()) / count.clamp_min(1.0)
 
 
-def function_loss(batch: Batch, repaired: Weights, inputs: RepairInputs, emphasis: float) -> torch.Tensor:
-    """Soft BCE of the repaired model's outputs against the clean model's, less the clean entropy (0 at a perfect repair)."""
+def function_loss(
+    batch: Batch, repaired: Weights, inputs: RepairInputs, emphasis: float, near_emphasis: float = 0.0
+) -> torch.Tensor:
+    """Soft BCE of the repaired model's outputs against the clean model's, less the clean entropy (0 at a perfect
+    repair); the corrupted pattern's sequences weigh ``1 + emphasis``, its near misses ``1 + near_emphasis``."""
     with torch.no_grad():
         target_logits = subject_logits(batch, batch.clean, inputs.x)
         target = torch.sigmoid(target_logits)
         floor = F.binary_cross_entropy_with_logits(target_logits, target, reduction="none")
-        weight = 1.0 + emphasis * inputs.member[:, batch.corrupted].T
+        weight = 1.0 + emphasis * inputs.member[:, batch.corrupted].T + near_emphasis * inputs.near[:, batch.corrupted].T
     pred = subject_logits(batch, repaired, inputs.x)
     loss = F.binary_cross_entropy_with_logits(pred, target, reduction="none") - floor
     return (loss * weight).sum() / weight.sum()
@@ -176,7 +186,9 @@ def losses(
         if w.repair_weights or every_term:
             terms["repair_weights"] = weight_loss(batch, delta)
         if w.repair_function or every_term:
-            terms["repair_function"] = function_loss(batch, batch.degraded + delta, inputs, w.corrupted_emphasis)
+            terms["repair_function"] = function_loss(
+                batch, batch.degraded + delta, inputs, w.corrupted_emphasis, w.near_miss_emphasis
+            )
     if edits is not None and (w.edit or every_term):
         term = edit_loss(model, batch, out, inputs, edits, w.corrupted_emphasis)
         if term is not None:
@@ -649,7 +661,8 @@ def train(
             for chunk, batch in train_data.batches(config.batch_size, seed=epoch_seed):
                 batch = batch.to(device)
                 optimizer.lr = _lr(config, state["step"], total_steps)
-                loss, terms, out, _ = losses(model, batch, config, inputs, edits=edits if config.loss.edit else None)
+                drawn = RepairInputs.build(source, config, device, state["step"]) if config.data.repair_fresh else inputs
+                loss, terms, out, _ = losses(model, batch, config, drawn, edits=edits if config.loss.edit else None)
                 if config.loss.edit:
                     means.update(out.latent.detach(), batch.targets)
                 optimizer.zero_grad()
