@@ -409,6 +409,17 @@ def test_resume_refuses_another_config(interp_zoo, tmp_path):
         train(tiny_config(epochs=1, batch_size=2), interp_zoo, tmp_path / "run", progress=False)
 
 
+def test_fresh_repair_inputs_change_what_the_decoder_learns(interp_zoo, tmp_path):
+    from safetensors.torch import load_file
+
+    from zoo.readers.interpreter.train import train
+
+    for name, fresh in (("fixed", False), ("fresh", True)):
+        train(tiny_config(epochs=1, data={"repair_fresh": fresh}), interp_zoo, tmp_path / name, progress=False)
+    fixed, fresh = (load_file(tmp_path / name / "last.safetensors") for name in ("fixed", "fresh"))
+    assert not torch.equal(fixed["model.dec_in.weight"], fresh["model.dec_in.weight"])
+
+
 def test_a_run_made_before_a_config_field_existed_still_resumes(interp_zoo, tmp_path):
     """A field added to the config later takes its default, as the run was trained without it."""
     from zoo.readers.interpreter.train import train
