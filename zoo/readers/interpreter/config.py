@@ -50,6 +50,9 @@ class ModelConfig(Strict):
     )
     decoder_width: int = Field(64, ge=8)
     decoder_rank: int = Field(32, ge=1, description="rank of the low-rank edge term of the weight decoder")
+    decoder_depth: int = Field(
+        1, ge=1, description="decoder blocks (weight-graph messages + self-attention + MLP) before it writes the change"
+    )
     decoder_reads_corrupted: bool = Field(
         False,
         description="the decoder also reads the corrupted-pattern head's distribution, so it is told what to restore",

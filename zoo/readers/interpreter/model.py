@@ -335,6 +335,7 @@ class Interpreter(nn.Module):
         self.dec_pattern = nn.Linear(n_patterns, d, bias=False) if config.decoder_reads_corrupted else None
         self.dec_edit = nn.Linear(latent, d, bias=False) if config.decoder_reads_edit else None
         self.dec_block = Block(config)
+        self.dec_more = nn.ModuleList(Block(config) for _ in range(config.decoder_depth - 1))
         self.dec_mlp = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, dd), nn.GELU(), nn.Linear(dd, dd), nn.GELU())
         self.dec_in = nn.Linear(dd, in_features)
         self.dec_bias = nn.Linear(dd, 1)
@@ -455,7 +456,8 @@ class Interpreter(nn.Module):
             h = h + self.dec_edit(moved - out.latent)[:, None, :]
         if self.dec_pattern is not None:
             h = h + self.dec_pattern(torch.softmax(out.corrupted.detach(), dim=-1))[:, None, :]
-        h = self.dec_block(h, batch.mask, adj)
+        for block in (self.dec_block, *self.dec_more):
+            h = block(h, batch.mask, adj)
         u = self.dec_mlp(h)
         scale = batch.fan_in.rsqrt() * batch.mask
         first = batch.first.to(u.dtype)
