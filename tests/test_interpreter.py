@@ -84,9 +84,9 @@ def _randomized_interpreter(source, loss=None, **model_config):
     return model
 
 
-@pytest.mark.parametrize("answer_reader", ["joint", "per_pattern"])
-def test_permuting_a_layers_neurons_leaves_outputs_unchanged(records, source, answer_reader):
-    model = _randomized_interpreter(source, answer_reader=answer_reader)
+@pytest.mark.parametrize("answer_reader,decoder_depth", [("joint", 1), ("per_pattern", 1), ("per_pattern", 2)])
+def test_permuting_a_layers_neurons_leaves_outputs_unchanged(records, source, answer_reader, decoder_depth):
+    model = _randomized_interpreter(source, answer_reader=answer_reader, decoder_depth=decoder_depth)
     example = next(e for e in records if e.architecture.n_layers == 2)
     rng = np.random.default_rng(1)
     permuted = example
@@ -170,6 +170,22 @@ def test_a_decoder_told_the_corrupted_pattern_reads_it_without_training_that_hea
     with torch.no_grad():
         other = replace(out, corrupted=out.corrupted.roll(1, dims=1))
         assert not torch.allclose(model.decode(batch, other).adj, model.decode(batch, out).adj)
+
+
+def test_a_deeper_decoder_starts_as_no_change_and_trains_every_block(records, source):
+    from zoo.readers.interpreter.train import RepairInputs, build_model, function_loss
+
+    config = tiny_config(model={"decoder_depth": 3})
+    model = build_model(config, source.describe()).train()
+    batch = collate(records[:4])
+    out = model(batch)
+    delta = model.decode(batch, out)
+    assert len(model.dec_more) == 2 and all(float(t.detach().abs().max()) == 0 for t in (delta.w_in, delta.adj, delta.bias))
+    with torch.no_grad():  # past the zero start, as after a first step
+        model.dec_in.weight.normal_(0, 0.1)
+    inputs = RepairInputs.build(source, config, torch.device("cpu"))
+    function_loss(batch, batch.degraded + model.decode(batch, out), inputs, 4.0).backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.dec_more[-1].parameters() if p.requires_grad)
 
 
 def test_the_edit_loss_trains_the_decoder_and_leaves_the_encoder_alone(records, source):
