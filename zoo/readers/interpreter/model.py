@@ -335,6 +335,7 @@ class Interpreter(nn.Module):
         self.dec_pattern = nn.Linear(n_patterns, d, bias=False) if config.decoder_reads_corrupted else None
         self.dec_edit = nn.Linear(latent, d, bias=False) if config.decoder_reads_edit else None
         self.dec_block = Block(config)
+        # blocks past the first live apart, so checkpoints of one-block decoders load as they were saved
         self.dec_more = nn.ModuleList(Block(config) for _ in range(config.decoder_depth - 1))
         self.dec_mlp = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, dd), nn.GELU(), nn.Linear(dd, dd), nn.GELU())
         self.dec_in = nn.Linear(dd, in_features)
