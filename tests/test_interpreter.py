@@ -84,9 +84,13 @@ def _randomized_interpreter(source, loss=None, **model_config):
     return model
 
 
-@pytest.mark.parametrize("answer_reader,decoder_depth", [("joint", 1), ("per_pattern", 1), ("per_pattern", 2)])
-def test_permuting_a_layers_neurons_leaves_outputs_unchanged(records, source, answer_reader, decoder_depth):
-    model = _randomized_interpreter(source, answer_reader=answer_reader, decoder_depth=decoder_depth)
+@pytest.mark.parametrize(
+    "model_config",
+    [{"answer_reader": "joint"}, {"answer_reader": "per_pattern"}, {"decoder_depth": 2}, {"decoder_passes": 2}],
+    ids=["joint", "per_pattern", "decoder_depth_2", "decoder_passes_2"],
+)
+def test_permuting_a_layers_neurons_leaves_outputs_unchanged(records, source, model_config):
+    model = _randomized_interpreter(source, **model_config)
     example = next(e for e in records if e.architecture.n_layers == 2)
     rng = np.random.default_rng(1)
     permuted = example
@@ -186,6 +190,28 @@ def test_a_deeper_decoder_starts_as_no_change_and_trains_every_block(records, so
     inputs = RepairInputs.build(source, config, torch.device("cpu"))
     function_loss(batch, batch.degraded + model.decode(batch, out), inputs, 4.0).backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.dec_more[-1].parameters() if p.requires_grad)
+
+
+def test_each_repair_pass_reads_the_subject_as_the_last_pass_left_it(records, source):
+    from dataclasses import replace
+
+    from zoo.readers.interpreter.train import build_model
+
+    batch = collate(records[:4])
+    untrained = build_model(tiny_config(model={"decoder_passes": 3}), source.describe()).eval()
+    with torch.no_grad():
+        assert torch.equal(untrained.repair(batch).adj, batch.degraded.adj), "an untrained decoder changes nothing"
+    once = _randomized_interpreter(source)
+    twice = _randomized_interpreter(source, decoder_passes=2)
+    with torch.no_grad():
+        first = once.repair(batch)
+        again = replace(batch, degraded=first)
+        torch.testing.assert_close(twice.repair(batch).adj, once.repair(again).adj)
+        repeated = first + once.decode(batch, once(batch))
+        assert not torch.allclose(twice.repair(batch).adj, repeated.adj), "the second pass must re-read, not repeat"
+        out = twice(batch)
+        edited, single = twice.repair(batch, out, latent=out.latent), once.repair(batch, out, latent=out.latent)
+        torch.testing.assert_close(edited.adj, single.adj, msg="an edit is decoded in one pass")
 
 
 def test_the_edit_loss_trains_the_decoder_and_leaves_the_encoder_alone(records, source):
@@ -414,6 +440,25 @@ def test_resume_continues_where_the_run_stopped(interp_zoo, tmp_path):
     assert "edit.with_sum" in straight and set(straight) == set(resumed)
     for name, tensor in straight.items():
         torch.testing.assert_close(resumed[name], tensor, atol=1e-5, rtol=1e-5)
+
+
+def test_the_shipped_config_writes_every_field_out():
+    """``configs/readers/interpreter.yaml`` is where a user reads what can be set: no field may hide."""
+    import yaml
+    from pydantic import BaseModel
+
+    from zoo.readers.interpreter.config import DEFAULT_CONFIG, InterpreterConfig
+
+    def unwritten(model: type[BaseModel], written: dict, prefix: str = "") -> list[str]:
+        missing = []
+        for name, field in model.model_fields.items():
+            if name not in written:
+                missing.append(prefix + name)
+            elif isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+                missing += unwritten(field.annotation, written[name], f"{prefix}{name}.")
+        return missing
+
+    assert unwritten(InterpreterConfig, yaml.safe_load(DEFAULT_CONFIG.read_text())) == []
 
 
 def test_resume_refuses_another_config(interp_zoo, tmp_path):

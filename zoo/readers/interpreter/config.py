@@ -53,6 +53,12 @@ class ModelConfig(Strict):
     decoder_depth: int = Field(
         1, ge=1, description="decoder blocks (weight-graph messages + self-attention + MLP) before it writes the change"
     )
+    decoder_passes: int = Field(
+        1,
+        ge=1,
+        description="repair passes with the same weights: each pass after the first re-reads the subject as the last "
+        "left it (its weights, probe values and answers) and adds a further change",
+    )
     decoder_reads_corrupted: bool = Field(
         False,
         description="the decoder also reads the corrupted-pattern head's distribution, so it is told what to restore",

@@ -429,6 +429,9 @@ class Weights:
     def __add__(self, other: Weights) -> Weights:
         return Weights(self.w_in + other.w_in, self.adj + other.adj, self.bias + other.bias)
 
+    def __sub__(self, other: Weights) -> Weights:
+        return Weights(self.w_in - other.w_in, self.adj - other.adj, self.bias - other.bias)
+
 
 @dataclass
 class Batch:

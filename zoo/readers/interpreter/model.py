@@ -31,7 +31,7 @@ untrained decoder returns the degraded model unchanged.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -471,9 +471,19 @@ class Interpreter(nn.Module):
         return Weights(d_in, d_adj, d_bias)
 
     def repair(self, batch: Batch, out: Output | None = None, latent: torch.Tensor | None = None) -> Weights:
-        """Decoded (repaired) weights in token space; ``latent`` overrides the encoder's (edits)."""
+        """Decoded (repaired) weights in token space; ``latent`` overrides the encoder's (an edit: one pass).
+
+        With ``decoder_passes`` > 1 each further pass encodes the subject as the last pass left it and
+        decodes a further change: it sees what the previous change did to the weights, the probe values
+        and the answers (the stored signature stays the degraded model's: it is not recomputed).
+        """
         out = self(batch) if out is None else out
-        return batch.degraded + self.decode(batch, out, latent)
+        repaired = batch.degraded + self.decode(batch, out, latent)
+        if latent is None:
+            for _ in range(self.config.decoder_passes - 1):
+                now = replace(batch, degraded=repaired)
+                repaired = repaired + self.decode(now, self(now))
+        return repaired
 
 
 # ---------------------------------------------------------------- subjects in token space

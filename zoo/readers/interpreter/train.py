@@ -182,13 +182,12 @@ def losses(
         terms["accuracy"] = 10.0 * F.mse_loss(out.accuracy, batch.accuracy)
     delta = None
     if w.repair_weights or w.repair_function or every_term:
-        delta = model.decode(batch, out)
+        repaired = model.repair(batch, out)
+        delta = repaired - batch.degraded
         if w.repair_weights or every_term:
             terms["repair_weights"] = weight_loss(batch, delta)
         if w.repair_function or every_term:
-            terms["repair_function"] = function_loss(
-                batch, batch.degraded + delta, inputs, w.corrupted_emphasis, w.near_miss_emphasis
-            )
+            terms["repair_function"] = function_loss(batch, repaired, inputs, w.corrupted_emphasis, w.near_miss_emphasis)
     if edits is not None and (w.edit or every_term):
         term = edit_loss(model, batch, out, inputs, edits, w.corrupted_emphasis)
         if term is not None:
@@ -249,8 +248,8 @@ def predict(
             accuracy.append(out.accuracy.cpu().numpy())
             latents.append(out.latent.cpu().numpy())
             if repair:
-                latent = out.latent if latent_shift is None else latent_shift(batch, out.latent)
-                weights = batch.degraded + model.decode(batch, out, latent)
+                latent = None if latent_shift is None else latent_shift(batch, out.latent)
+                weights = model.repair(batch, out, latent)
                 repaired.extend(from_tokens(weights, [e.architecture for e in chunk]))
 
     def cat(parts: list[np.ndarray], width: int) -> np.ndarray:
