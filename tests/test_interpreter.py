@@ -214,6 +214,20 @@ def test_each_repair_pass_reads_the_subject_as_the_last_pass_left_it(records, so
         torch.testing.assert_close(edited.adj, single.adj, msg="an edit is decoded in one pass")
 
 
+def test_gradients_through_a_second_repair_pass_stay_finite(records, source):
+    """A second pass reads weights the first pass wrote, so its weight statistics are differentiated too,
+    padding tokens and one-weight tokens included."""
+    from zoo.readers.interpreter.train import RepairInputs, function_loss
+
+    config = tiny_config(model={"decoder_passes": 2})
+    model = _randomized_interpreter(source, decoder_passes=2).train()
+    batch = collate(records[:6])
+    assert not bool(batch.mask.all()), "the batch should hold padding"
+    inputs = RepairInputs.build(source, config, torch.device("cpu"))
+    function_loss(batch, model.repair(batch), inputs, 4.0).backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
 def test_the_edit_loss_trains_the_decoder_and_leaves_the_encoder_alone(records, source):
     from zoo.readers.interpreter.directions import LatentMeans
     from zoo.readers.interpreter.train import Edits, RepairInputs, edit_loss

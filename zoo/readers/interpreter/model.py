@@ -62,12 +62,14 @@ def _masked_stats(values: torch.Tensor, keep: torch.Tensor) -> list[torch.Tensor
     count = keep.sum(-1).clamp_min(1.0)
     mean = (values * keep).sum(-1) / count
     sq = (values.square() * keep).sum(-1) / count
-    std = (sq - mean.square()).clamp_min(0.0).sqrt()
+    # clamped above 0: sqrt's gradient at 0 is infinite, and padding and one-weight tokens sit there
+    # (a repair pass reads weights the decoder wrote, so gradients flow through these statistics)
+    std = (sq - mean.square()).clamp_min(1e-12).sqrt()
     big = torch.finfo(values.dtype).max
     has = keep.sum(-1) > 0
     top = torch.where(keep > 0, values, -big).amax(-1)
     low = torch.where(keep > 0, values, big).amin(-1)
-    return [mean, std, torch.where(has, top, 0.0), torch.where(has, low, 0.0), sq.sqrt()]
+    return [mean, std, torch.where(has, top, 0.0), torch.where(has, low, 0.0), sq.clamp_min(1e-12).sqrt()]
 
 
 def position_features(batch: Batch) -> torch.Tensor:
