@@ -484,6 +484,9 @@ def evaluate(
         restored, side, behaviour[split] = judge_repair(examples, pred.repaired or [], plans)
         sets = sets_of(outputs)
         report[split] = figures(names, sets["interpreter"], pred.corrupted_logits, pred.accuracy, examples, restored, side)
+        # what the restored share cannot show: a change toward "yes" restores it and costs the negatives
+        report[split]["repair_negatives"] = behaviour[split]["negatives_repaired"]
+        report[split]["repair_accuracy"] = behaviour[split]["accuracy_repaired"]
         per_model = {"repair_restored": restored}
         if config.refine.epochs:
             size = sequences_per_model(config.refine, source.config)
