@@ -25,7 +25,8 @@ decoder reads each token's state plus the latent and predicts a change of the
 degraded weights: first-layer input weights and biases per token, and every other
 weight ``adj[j, i]`` from a low-rank product of the two tokens' states plus a
 per-token rescaling of the existing weight. Its last layers start at zero, so an
-untrained decoder returns the degraded model unchanged.
+untrained decoder returns the degraded model unchanged. With ``decoder_passes`` it repairs
+in passes with the same weights, each reading the subject as the last one left it.
 """
 
 from __future__ import annotations
