@@ -165,8 +165,8 @@ def losses(
     *,
     every_term: bool = False,
     edits: Edits | None = None,
-) -> tuple[torch.Tensor, dict[str, float], Output, Weights | None]:
-    """Total loss, its terms, the heads' outputs and (when a repair term is on) the decoded change.
+) -> tuple[torch.Tensor, dict[str, float], Output]:
+    """Total loss, its terms and the heads' outputs.
 
     Terms with weight 0 are skipped unless ``every_term`` (evaluation reports them all); the
     edit term needs ``edits``.
@@ -180,12 +180,10 @@ def losses(
         terms["corrupted"] = F.cross_entropy(out.corrupted, batch.corrupted)
     if w.accuracy or every_term:
         terms["accuracy"] = 10.0 * F.mse_loss(out.accuracy, batch.accuracy)
-    delta = None
     if w.repair_weights or w.repair_function or every_term:
         repaired = model.repair(batch, out)
-        delta = repaired - batch.degraded
         if w.repair_weights or every_term:
-            terms["repair_weights"] = weight_loss(batch, delta)
+            terms["repair_weights"] = weight_loss(batch, repaired - batch.degraded)
         if w.repair_function or every_term:
             terms["repair_function"] = function_loss(batch, repaired, inputs, w.corrupted_emphasis, w.near_miss_emphasis)
     if edits is not None and (w.edit or every_term):
@@ -201,7 +199,7 @@ def losses(
         "edit": w.edit,
     }
     total = sum(weights[name] * value for name, value in terms.items())
-    return total, {name: float(value.detach()) for name, value in terms.items()}, out, delta
+    return total, {name: float(value.detach()) for name, value in terms.items()}, out
 
 
 # ---------------------------------------------------------------- inference
@@ -308,7 +306,7 @@ def evaluate_loss(
     with torch.no_grad():
         for chunk, batch in data.batches(config.eval_batch_size):
             batch = batch.to(device)
-            loss, terms, out, _ = losses(model, batch, config, inputs, every_term=True, edits=edits)
+            loss, terms, out = losses(model, batch, config, inputs, every_term=True, edits=edits)
             n = len(chunk)
             total += float(loss) * n
             rows += n
@@ -661,7 +659,7 @@ def train(
                 batch = batch.to(device)
                 optimizer.lr = _lr(config, state["step"], total_steps)
                 drawn = RepairInputs.build(source, config, device, state["step"]) if config.data.repair_fresh else inputs
-                loss, terms, out, _ = losses(model, batch, config, drawn, edits=edits if config.loss.edit else None)
+                loss, terms, out = losses(model, batch, config, drawn, edits=edits if config.loss.edit else None)
                 if config.loss.edit:
                     means.update(out.latent.detach(), batch.targets)
                 optimizer.zero_grad()
