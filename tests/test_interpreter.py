@@ -428,6 +428,7 @@ def test_eval_reads_the_pattern_heads_from_best_and_the_decoder_from_best_repair
     degraded = [e.metrics for e in SplitData(open_source(interp_zoo), "test").examples()]
     assert unrepaired["repair_negatives"] == pytest.approx(np.mean([m["degraded_negative_accuracy"] for m in degraded]))
     assert unrepaired["repair_accuracy"] == pytest.approx(np.mean([m["degraded_accuracy"] for m in degraded]))
+    assert unrepaired["repair_accuracy_restored"] == pytest.approx(0.0, abs=1e-9)
     assert {k: unrepaired[k] for k in heads} == {k: split[k] for k in heads}
 
 
@@ -525,7 +526,8 @@ def test_eval_writes_report_with_the_listed_keys(run_copy, interp_zoo, capsys):
     assert set(report) == {"validation", "test", "baselines", "ensembles", "thresholds"}
     assert set(report["thresholds"]) == {"interpreter", "weight_statistics", "output_only", "interpreter+output_only"}
     for split in ("validation", "test"):
-        assert set(report[split]) == {*REPORT_KEYS, "by_corruption_rate", "refined_repair", "repair_negatives", "repair_accuracy"}
+        repair = {"repair_negatives", "repair_accuracy", "repair_accuracy_restored"}
+        assert set(report[split]) == {*REPORT_KEYS, "by_corruption_rate", "refined_repair", *repair}
         assert 0.0 <= report[split]["macro_f1"] <= 1.0
         assert report[split]["repair_side_effect"] is not None
         for baseline in ("weight_statistics", "output_only"):

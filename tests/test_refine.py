@@ -102,7 +102,7 @@ def test_eval_reports_refined_repair_from_the_decoded_and_the_degraded_weights(r
     test = json.loads((run / "report.json").read_text())["test"]
     assert set(test["refined_repair"]) == {"decoded", "degraded"}
     for figures in test["refined_repair"].values():
-        assert set(figures) == {"repair_restored", "repair_side_effect", "negatives", "accuracy"}
+        assert set(figures) == {"repair_restored", "repair_side_effect", "negatives", "accuracy", "accuracy_restored"}
         assert 0.0 <= figures["accuracy"] <= 1.0
     assert test["refined_repair"]["decoded"] != test["refined_repair"]["degraded"]
     assert any(row["refined_restored"] is not None for row in test["by_corruption_rate"])

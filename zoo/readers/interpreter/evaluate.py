@@ -154,7 +154,9 @@ def judge_repair(
     examples: list[Example], repaired: list[np.ndarray], plans: Plans
 ) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
     """Per model: share restored and side effect (``repair_figures``); plus mean accuracies of the
-    degraded, repaired and clean models on the benchmark negatives and overall (for report.md)."""
+    degraded, repaired and clean models on the benchmark negatives and overall, and the share of the
+    overall accuracy lost that the repair wins back (ratio of the means: a repair that buys the lost
+    pattern with the negatives wins little of it)."""
     scored: list[np.ndarray] = [np.zeros(0)] * len(examples)
     negatives, overall = np.zeros(len(examples)), np.zeros(len(examples))
     for chunk, population in populations(examples, repaired):
@@ -177,6 +179,8 @@ def judge_repair(
         "accuracy_repaired": mean(overall),
         "accuracy_clean": mean([e.metrics["clean_accuracy"] for e in examples]),
     }
+    lost = extra["accuracy_clean"] - extra["accuracy_degraded"]
+    extra["accuracy_restored"] = (extra["accuracy_repaired"] - extra["accuracy_degraded"]) / lost if lost > 0 else float("nan")
     return restored, side, extra
 
 
@@ -246,6 +250,7 @@ def refined_repair(
                 "repair_side_effect": nanmean(side),
                 "negatives": extra["negatives_repaired"],
                 "accuracy": extra["accuracy_repaired"],
+                "accuracy_restored": extra["accuracy_restored"],
             }
         )
     return out, per_model
@@ -485,8 +490,15 @@ def evaluate(
         sets = sets_of(outputs)
         report[split] = figures(names, sets["interpreter"], pred.corrupted_logits, pred.accuracy, examples, restored, side)
         # what the restored share cannot show: a change toward "yes" restores it and costs the negatives
-        report[split]["repair_negatives"] = behaviour[split]["negatives_repaired"]
-        report[split]["repair_accuracy"] = behaviour[split]["accuracy_repaired"]
+        report[split].update(
+            _clean(
+                {
+                    "repair_negatives": behaviour[split]["negatives_repaired"],
+                    "repair_accuracy": behaviour[split]["accuracy_repaired"],
+                    "repair_accuracy_restored": behaviour[split]["accuracy_restored"],
+                }
+            )
+        )
         per_model = {"repair_restored": restored}
         if config.refine.epochs:
             size = sequences_per_model(config.refine, source.config)
@@ -600,16 +612,18 @@ def render_markdown(
             "## Repair beyond the corrupted pattern",
             "",
             "Mean benchmark accuracy on the negatives (sequences of none of the model's patterns) and overall, "
-            "for the degraded model, the repaired one (decoded weights) and the clean one.",
+            "for the degraded model, the repaired one (decoded weights) and the clean one; *overall restored*: "
+            "the share of the overall accuracy lost that the repair wins back.",
             "",
-            "| split | negatives: degraded | repaired | clean | overall: degraded | repaired | clean |",
-            "|---|---|---|---|---|---|---|",
+            "| split | negatives: degraded | repaired | clean | overall: degraded | repaired | clean | overall restored |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for split in splits:
             b = {k: (None if not math.isfinite(v) else v) for k, v in behaviour[split].items()}
             lines.append(
                 f"| {split} | {_fmt(b['negatives_degraded'])} | {_fmt(b['negatives_repaired'])} | {_fmt(b['negatives_clean'])} | "
-                f"{_fmt(b['accuracy_degraded'])} | {_fmt(b['accuracy_repaired'])} | {_fmt(b['accuracy_clean'])} |"
+                f"{_fmt(b['accuracy_degraded'])} | {_fmt(b['accuracy_repaired'])} | {_fmt(b['accuracy_clean'])} | "
+                f"{_fmt(b['accuracy_restored'])} |"
             )
     refined = [s for s in splits if "refined_repair" in report[s]]
     if refined:
@@ -621,14 +635,14 @@ def render_markdown(
             "(none of it from the record's benchmark set), starting from the decoded weights and, as a control, "
             "from the degraded ones. Negatives and overall: benchmark accuracy after refinement.",
             "",
-            "| split | start | repair restored | repair side effect | negatives | overall |",
-            "|---|---|---|---|---|---|",
+            "| split | start | repair restored | repair side effect | negatives | overall | overall restored |",
+            "|---|---|---|---|---|---|---|",
         ]
         for split in refined:
             for start, fig in report[split]["refined_repair"].items():
                 lines.append(
                     f"| {split} | {start} | {_fmt(fig['repair_restored'])} | {_fmt(fig['repair_side_effect'])} | "
-                    f"{_fmt(fig['negatives'])} | {_fmt(fig['accuracy'])} |"
+                    f"{_fmt(fig['negatives'])} | {_fmt(fig['accuracy'])} | {_fmt(fig['accuracy_restored'])} |"
                 )
     lines += [
         "",
