@@ -619,7 +619,7 @@ def render_markdown(
             "|---|---|---|---|---|---|---|---|",
         ]
         for split in splits:
-            b = {k: (None if not math.isfinite(v) else v) for k, v in behaviour[split].items()}
+            b = _clean(behaviour[split])
             lines.append(
                 f"| {split} | {_fmt(b['negatives_degraded'])} | {_fmt(b['negatives_repaired'])} | {_fmt(b['negatives_clean'])} | "
                 f"{_fmt(b['accuracy_degraded'])} | {_fmt(b['accuracy_repaired'])} | {_fmt(b['accuracy_clean'])} | "

@@ -230,7 +230,6 @@ def predict(
     device: torch.device,
     *,
     repair: bool = False,
-    latent_shift: Callable[[Batch, torch.Tensor], torch.Tensor] | None = None,
 ) -> Predictions:
     """Run the interpreter over ``(examples, batch)`` pairs (as ``SplitData.batches`` yields)."""
     model.eval()
@@ -246,8 +245,7 @@ def predict(
             accuracy.append(out.accuracy.cpu().numpy())
             latents.append(out.latent.cpu().numpy())
             if repair:
-                latent = None if latent_shift is None else latent_shift(batch, out.latent)
-                weights = model.repair(batch, out, latent)
+                weights = model.repair(batch, out)
                 repaired.extend(from_tokens(weights, [e.architecture for e in chunk]))
 
     def cat(parts: list[np.ndarray], width: int) -> np.ndarray:
