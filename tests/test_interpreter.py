@@ -86,8 +86,14 @@ def _randomized_interpreter(source, loss=None, **model_config):
 
 @pytest.mark.parametrize(
     "model_config",
-    [{"answer_reader": "joint"}, {"answer_reader": "per_pattern"}, {"decoder_depth": 2}, {"decoder_passes": 2}],
-    ids=["joint", "per_pattern", "decoder_depth_2", "decoder_passes_2"],
+    [
+        {"answer_reader": "joint"},
+        {"answer_reader": "per_pattern"},
+        {"decoder_depth": 2},
+        {"decoder_passes": 2},
+        {"decoder_reads_gradient": True},
+    ],
+    ids=["joint", "per_pattern", "decoder_depth_2", "decoder_passes_2", "gradient"],
 )
 def test_permuting_a_layers_neurons_leaves_outputs_unchanged(records, source, model_config):
     model = _randomized_interpreter(source, **model_config)
@@ -214,18 +220,68 @@ def test_each_repair_pass_reads_the_subject_as_the_last_pass_left_it(records, so
         torch.testing.assert_close(edited.adj, single.adj, msg="an edit is decoded in one pass")
 
 
-def test_gradients_through_a_second_repair_pass_stay_finite(records, source):
+@pytest.mark.parametrize("gradient", [False, True], ids=["", "reading_gradients"])
+def test_gradients_through_a_second_repair_pass_stay_finite(records, source, gradient):
     """A second pass reads weights the first pass wrote, so its weight statistics are differentiated too,
     padding tokens and one-weight tokens included."""
     from zoo.readers.interpreter.train import RepairInputs, function_loss
 
-    config = tiny_config(model={"decoder_passes": 2})
-    model = _randomized_interpreter(source, decoder_passes=2).train()
+    config = tiny_config(model={"decoder_passes": 2, "decoder_reads_gradient": gradient})
+    model = _randomized_interpreter(source, decoder_passes=2, decoder_reads_gradient=gradient).train()
     batch = collate(records[:6])
     assert not bool(batch.mask.all()), "the batch should hold padding"
     inputs = RepairInputs.build(source, config, torch.device("cpu"))
     function_loss(batch, model.repair(batch), inputs, 4.0).backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_each_probe_is_labelled_with_every_pattern_it_matches(source):
+    """A probe made for one pattern may match others: a set's probe labels come from the predicates."""
+    member, made_for = np.asarray(source.describe()["probe_member"]), np.asarray(source.probe_patterns)
+    assert all(member[r, p] for r, p in enumerate(made_for) if p >= 0)
+    assert not member[made_for < 0].any(), "the negatives match no pattern"
+    assert (member.sum(1) > 1).any()
+
+
+def _named_set_loss(model, batch, weights, named):
+    from zoo.readers.interpreter.model import subject_logits
+
+    labels = (named @ model.probe_member.T > 0).float()
+    logits = subject_logits(batch, weights, model.probe_inputs)
+    return torch.nn.functional.binary_cross_entropy_with_logits(logits, labels, reduction="none").mean(-1)
+
+
+def test_a_gradient_reading_decoder_starts_as_no_change_and_its_step_descends_the_named_sets_loss(records, source):
+    from zoo.readers.interpreter.model import named_sets
+    from zoo.readers.interpreter.train import build_model
+
+    model = build_model(tiny_config(model={"decoder_reads_gradient": True}), source.describe()).eval()
+    batch = collate(records[:6])
+    with torch.no_grad():
+        assert torch.equal(model.repair(batch).adj, batch.degraded.adj), "an untrained decoder changes nothing"
+        model.dec_step.bias.fill_(0.01)  # the same small step for every neuron: plain normalized descent
+        out = model(batch)
+        named = named_sets(out)
+        before = _named_set_loss(model, batch, batch.degraded, named)
+        after = _named_set_loss(model, batch, model.repair(batch, out), named)
+    assert bool((after < before).all()), (before, after)
+
+
+def test_a_gradient_reading_decoder_descends_toward_the_set_it_is_given(records, source):
+    """Edits pass the asked set: the step must follow it, not the set the heads name."""
+    from zoo.readers.interpreter.train import build_model
+
+    model = build_model(tiny_config(model={"decoder_reads_gradient": True}), source.describe()).eval()
+    batch = collate(records[:6])
+    drawn = ~model.undrawn
+    asked = torch.zeros(len(records[:6]), model.n_patterns)
+    asked[:, int(drawn.nonzero()[0])] = 1.0
+    with torch.no_grad():
+        model.dec_step.bias.fill_(0.01)
+        out = model(batch)
+        stepped = batch.degraded + model.decode(batch, out, named=asked)
+        assert bool((_named_set_loss(model, batch, stepped, asked) < _named_set_loss(model, batch, batch.degraded, asked)).all())
+        assert not torch.allclose(stepped.adj, model.repair(batch, out).adj)
 
 
 def test_the_edit_loss_trains_the_decoder_and_leaves_the_encoder_alone(records, source):

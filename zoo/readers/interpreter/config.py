@@ -68,6 +68,12 @@ class ModelConfig(Strict):
         description="the decoder also reads an edit's move of the latent (zero for a repair), so edits need not pass "
         "through the latent's normalization; false in runs made before it existed",
     )
+    decoder_reads_gradient: bool = Field(
+        False,
+        description="the decoder also reads the gradient of the named set's loss on the probe set at the subject's "
+        "weights (order-free statistics per neuron) and takes a learned step along it per neuron: what refinement "
+        "trains on, in one step; false in runs made before it existed",
+    )
     max_layers: int = Field(8, ge=1, description="deepest subject (hidden layers) the layer embedding covers")
 
     @model_validator(mode="after")

@@ -117,6 +117,7 @@ class ZooSource:
             "splits": self.split_source,
             "probe_tokens": self.probe.tokens.tolist(),
             "probe_patterns": self.probe_patterns,
+            "probe_member": self.probe_member.tolist(),
         }
 
     @cached_property
@@ -132,6 +133,14 @@ class ZooSource:
         probe = self.probe
         index = {name: i for i, name in enumerate(self.pattern_names)}
         return [index[probe.names[p]] if p >= 0 else -1 for p in probe.pattern.tolist()]
+
+    @property
+    def probe_member(self) -> np.ndarray:
+        """``[R, V]`` 0/1: which library patterns each probe matches (a probe made for one pattern may match
+        others), so any pattern set labels the probe set as the zoo labels its training data."""
+        library = pattern_library(self.config.patterns)
+        tokens = self.probe.tokens
+        return np.stack([library[name].predicate(tokens) for name in self.pattern_names], axis=1).astype(np.int8)
 
 
 def open_source(path: str | Path) -> ZooSource:

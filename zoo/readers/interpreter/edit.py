@@ -146,11 +146,13 @@ class Editor:
         batch = collate([example])
         with torch.no_grad():
             out = model(batch)
+            before = self.read(out.patterns, out.corrupted, self.source.set_space)  # as eval reads it
+            asked = [n for n in before if n != pattern] + ([pattern] if add else [])
             moved = out.latent + (1.0 if add else -1.0) * strength * self.directions[k][None, :]
             repaired = model.repair(batch, out)
-            edited = model.repair(batch, out, latent=moved)
+            named = torch.tensor([[float(n in asked) for n in names_all]])
+            edited = model.repair(batch, out, latent=moved, named=named)
             after_patterns, after_corrupted, _ = model.heads(batch, out.tokens, moved, out.answers)
-            before = self.read(out.patterns, out.corrupted, self.source.set_space)  # as eval reads it
             after = self.read(after_patterns, after_corrupted, None)  # the move itself: an add to a full set may show one more
         arch = example.architecture
         candidates = {
@@ -159,7 +161,6 @@ class Editor:
             "edited": from_tokens(edited, [arch])[0],
         }
         names, tokens, pattern_index = _benchmark(self.source, example, pattern)
-        asked = [n for n in before if n != pattern] + ([pattern] if add else [])
         if epochs:
             refined = refine(
                 [example, example],

@@ -26,7 +26,10 @@ degraded weights: first-layer input weights and biases per token, and every othe
 weight ``adj[j, i]`` from a low-rank product of the two tokens' states plus a
 per-token rescaling of the existing weight. Its last layers start at zero, so an
 untrained decoder returns the degraded model unchanged. With ``decoder_passes`` it repairs
-in passes with the same weights, each reading the subject as the last one left it.
+in passes with the same weights, each reading the subject as the last one left it. With
+``decoder_reads_gradient`` it also reads the gradient of the named set's loss on the probe
+set (what refinement trains on) and takes a learned step along it per neuron: one step of a
+learned optimizer.
 """
 
 from __future__ import annotations
@@ -45,6 +48,8 @@ from zoo.readers.interpreter.data import Batch, Weights
 
 N_POSITION = 5
 N_WEIGHT_STATS = 11
+N_GRADIENT_FEATURES = N_WEIGHT_STATS + 2
+GRADIENT_FLOOR = 1e-4  # the gradient RMS below which a direction is not scaled up: the subject already answers the set
 
 
 @dataclass
@@ -90,21 +95,58 @@ def weight_features(batch: Batch, weights: Weights) -> torch.Tensor:
     Incoming (input weights for the first layer, ``adj`` rows otherwise): mean, std,
     max, min, rms; outgoing (``adj`` columns): the same five; and the bias.
     """
-    scale = batch.fan_in.sqrt()
+    # a token's outgoing weights feed the next layer, whose fan-in is this layer's width
+    return _token_stats(batch, weights, batch.fan_in.sqrt(), batch.width.sqrt())
+
+
+def _token_stats(batch: Batch, weights: Weights, in_scale: torch.Tensor, out_scale: torch.Tensor) -> torch.Tensor:
+    """``[B, N, 11]``: incoming stats x ``in_scale``, outgoing stats x ``out_scale``, bias x ``in_scale``."""
     edges = batch.edges
     first = batch.first
     incoming_adj = _masked_stats(weights.adj, edges)
     incoming_in = _masked_stats(weights.w_in, first[..., None].expand_as(weights.w_in))
-    incoming = [torch.where(first, a, b) * scale for a, b in zip(incoming_in, incoming_adj)]
-    out_scale = _next_scale(batch)
+    incoming = [torch.where(first, a, b) * in_scale for a, b in zip(incoming_in, incoming_adj)]
     outgoing = [s * out_scale for s in _masked_stats(weights.adj.transpose(1, 2), edges.transpose(1, 2))]
-    bias = weights.bias * scale
+    bias = weights.bias * in_scale
     return torch.stack([*incoming, *outgoing, bias], dim=-1) * batch.mask[..., None]
 
 
-def _next_scale(batch: Batch) -> torch.Tensor:
-    """sqrt of the next layer's fan-in (= this layer's width) per token."""
-    return batch.width.sqrt()
+def named_sets(out: Output) -> torch.Tensor:
+    """``[B, V]`` 0/1, detached: the patterns the heads name (probability above 1/2, and the corrupted head's pick)."""
+    named = (out.patterns.detach() > 0).to(out.patterns.dtype)
+    return named.scatter(1, out.corrupted.detach().argmax(-1, keepdim=True), 1.0)
+
+
+def named_set_gradient(
+    batch: Batch, weights: Weights, x: torch.Tensor, member: torch.Tensor, named: torch.Tensor
+) -> tuple[Weights, torch.Tensor]:
+    """Where the named set's loss on the probes points: a direction in weight space and its token features.
+
+    Each subject's probes ``x`` are labelled by its set ``named [B, V]`` (positive where a probe
+    matches one of its patterns, ``member [R, V]``), as the zoo labels training data. The
+    gradient of the mean BCE is taken in init-scale units (``v = w * sqrt(fan-in)``, where every
+    weight starts alike) and divided by its RMS over the subject's weights, so the direction is
+    O(1) however wrong the subject is; that RMS (log) and the loss join each token's statistics
+    of its incoming, outgoing and bias gradient: ``[B, N, 13]``. Detached: an input, not a path
+    for the repair loss.
+    """
+    with torch.enable_grad():
+        leaves = [t.detach().requires_grad_() for t in (weights.w_in, weights.adj, weights.bias)]
+        logits = subject_logits(batch, Weights(*leaves), x)
+        labels = (named @ member.T > 0).to(logits.dtype)
+        loss = F.binary_cross_entropy_with_logits(logits, labels, reduction="none").mean(-1)
+        g_in, g_adj, g_bias = torch.autograd.grad(loss.sum(), leaves)
+    scale = batch.fan_in.rsqrt() * batch.mask  # dL/dv = dL/dw / sqrt(fan-in)
+    first, edges = batch.first.to(scale.dtype), batch.edges.to(scale.dtype)
+    g = Weights(g_in * (scale * first)[..., None], g_adj * scale[..., None] * edges, g_bias * scale)
+    count = first.sum(-1) * g.w_in.shape[-1] + edges.sum((1, 2)) + batch.mask.sum(-1)
+    square = g.w_in.square().sum((1, 2)) + g.adj.square().sum((1, 2)) + g.bias.square().sum(-1)
+    norm = (square / count.clamp_min(1)).sqrt().clamp_min(GRADIENT_FLOOR)
+    direction = Weights(g.w_in / norm[:, None, None], g.adj / norm[:, None, None], g.bias / norm[:, None])
+    ones = torch.ones_like(batch.fan_in)
+    per_subject = torch.stack([norm.log(), loss.detach()], -1)[:, None, :].expand(-1, batch.mask.shape[1], -1)
+    features = torch.cat([_token_stats(batch, direction, ones, ones), per_subject], -1)
+    return direction, features * batch.mask[..., None]
 
 
 def pattern_columns(stats: list[str] | tuple[str, ...], names: list[str] | tuple[str, ...]) -> tuple[list[int], int]:
@@ -275,6 +317,7 @@ class Interpreter(nn.Module):
         none_column: int = -1,
         probe_inputs: torch.Tensor | None = None,
         probe_patterns: list[int] | None = None,
+        probe_member: torch.Tensor | None = None,
         drawn: list[bool] | None = None,
     ):
         super().__init__()
@@ -293,12 +336,19 @@ class Interpreter(nn.Module):
         if config.use_weights:
             self.in_proj = nn.Linear(in_features, d)
             self.wstat_proj = nn.Linear(N_WEIGHT_STATS, d)
-        if config.probe_activations or config.answer_width:
+        if config.probe_activations or config.answer_width or config.decoder_reads_gradient:
             if probe_inputs is None:
                 raise InterpreterError(
-                    "model.probe_activations and model.answer_width need the zoo's probe inputs (a run made by older code lacks them)"
+                    "model.probe_activations, model.answer_width and model.decoder_reads_gradient need the zoo's "
+                    "probe inputs (a run made by older code lacks them)"
                 )
             self.register_buffer("probe_inputs", probe_inputs.float())
+        if config.decoder_reads_gradient:
+            if probe_member is None:
+                raise InterpreterError(
+                    "model.decoder_reads_gradient needs which patterns each probe matches (a run made by older code lacks it)"
+                )
+            self.register_buffer("probe_member", probe_member.float(), persistent=False)
         if config.probe_activations:
             self.probe_norm = nn.LayerNorm(probe_inputs.shape[0])
             self.probe_proj = nn.Linear(probe_inputs.shape[0], d)
@@ -337,6 +387,7 @@ class Interpreter(nn.Module):
         self.dec_latent = nn.Linear(latent, d)
         self.dec_pattern = nn.Linear(n_patterns, d, bias=False) if config.decoder_reads_corrupted else None
         self.dec_edit = nn.Linear(latent, d, bias=False) if config.decoder_reads_edit else None
+        self.dec_gradient = nn.Linear(N_GRADIENT_FEATURES, d) if config.decoder_reads_gradient else None
         self.dec_block = Block(config)
         # blocks past the first live apart, so checkpoints of one-block decoders load as they were saved
         self.dec_more = nn.ModuleList(Block(config) for _ in range(config.decoder_depth - 1))
@@ -346,9 +397,12 @@ class Interpreter(nn.Module):
         self.dec_gate = nn.Linear(dd, 1)
         self.dec_p = nn.Linear(dd, rank)
         self.dec_q = nn.Linear(dd, rank)
-        for layer in (self.dec_in, self.dec_bias, self.dec_gate, self.dec_q):
-            nn.init.zeros_(layer.weight)
-            nn.init.zeros_(layer.bias)
+        # per token, a step along the gradient for its input weights, incoming weights and bias
+        self.dec_step = nn.Linear(dd, 3) if config.decoder_reads_gradient else None
+        for layer in (self.dec_in, self.dec_bias, self.dec_gate, self.dec_q, self.dec_gradient, self.dec_step):
+            if layer is not None:
+                nn.init.zeros_(layer.weight)
+                nn.init.zeros_(layer.bias)
         if self.dec_edit is not None:
             nn.init.zeros_(self.dec_edit.weight)
 
@@ -445,13 +499,14 @@ class Interpreter(nn.Module):
 
     # ------------------------------------------------------------ repair decoder
 
-    def decode(self, batch: Batch, out: Output, latent: torch.Tensor | None = None) -> Weights:
+    def decode(self, batch: Batch, out: Output, latent: torch.Tensor | None = None, named: torch.Tensor | None = None) -> Weights:
         """The change to the degraded weights (token space) that should make the clean model.
 
         ``latent`` overrides the encoder's (edits); with ``decoder_reads_edit`` the decoder also reads
         the move itself (``latent`` less the encoder's), which is zero for a plain repair. The
         corrupted-pattern distribution enters detached: the repair loss should not bend the head
-        that names the pattern.
+        that names the pattern. With ``decoder_reads_gradient`` it reads, and steps along, the
+        gradient of set ``named``'s loss (``[B, V]``; default: the set the heads name).
         """
         adj = batch.degraded.adj if self.config.use_weights else None
         moved = out.latent if latent is None else latent
@@ -460,6 +515,10 @@ class Interpreter(nn.Module):
             h = h + self.dec_edit(moved - out.latent)[:, None, :]
         if self.dec_pattern is not None:
             h = h + self.dec_pattern(torch.softmax(out.corrupted.detach(), dim=-1))[:, None, :]
+        if self.dec_gradient is not None:
+            named = named_sets(out) if named is None else named
+            direction, features = named_set_gradient(batch, batch.degraded, self.probe_inputs, self.probe_member, named)
+            h = h + self.dec_gradient(features)
         for block in (self.dec_block, *self.dec_more):
             h = block(h, batch.mask, adj)
         u = self.dec_mlp(h)
@@ -471,17 +530,25 @@ class Interpreter(nn.Module):
         low_rank = torch.bmm(p, q.transpose(1, 2)) / math.sqrt(p.shape[-1])
         gate = self.dec_gate(u)  # [B, N, 1]: rescales the token's incoming weights
         d_adj = (low_rank * scale[..., None] + gate * batch.degraded.adj) * batch.edges
+        if self.dec_step is not None:  # descend: the direction is the loss's gradient, masked like the weights
+            step = self.dec_step(u) * scale[..., None]
+            d_in = d_in - step[..., :1] * direction.w_in
+            d_adj = d_adj - step[..., 1:2] * direction.adj
+            d_bias = d_bias - step[..., 2] * direction.bias
         return Weights(d_in, d_adj, d_bias)
 
-    def repair(self, batch: Batch, out: Output | None = None, latent: torch.Tensor | None = None) -> Weights:
-        """Decoded (repaired) weights in token space; ``latent`` overrides the encoder's (an edit: one pass).
+    def repair(
+        self, batch: Batch, out: Output | None = None, latent: torch.Tensor | None = None, named: torch.Tensor | None = None
+    ) -> Weights:
+        """Decoded (repaired) weights in token space; ``latent`` overrides the encoder's (an edit: one pass,
+        toward set ``named`` where the decoder reads a gradient).
 
         With ``decoder_passes`` > 1 each further pass encodes the subject as the last pass left it and
         decodes a further change: it sees what the previous change did to the weights, the probe values
         and the answers (the stored signature stays the degraded model's: it is not recomputed).
         """
         out = self(batch) if out is None else out
-        repaired = batch.degraded + self.decode(batch, out, latent)
+        repaired = batch.degraded + self.decode(batch, out, latent, named)
         if latent is None:
             for _ in range(self.config.decoder_passes - 1):
                 now = replace(batch, degraded=repaired)

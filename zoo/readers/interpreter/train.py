@@ -150,8 +150,9 @@ def edit_loss(model: Interpreter, batch: Batch, out: Output, inputs: RepairInput
     pattern, sign = pattern.to(out.latent.device), sign.to(out.latent.device)
     moved = out.latent.detach() + sign[:, None] * directions[pattern]
     frozen = replace(out, latent=out.latent.detach(), tokens=out.tokens.detach(), corrupted=out.corrupted.detach())
-    edited = batch.degraded + model.decode(batch, frozen, moved)
-    labels = (edited_sets(batch.targets, pattern, sign) @ inputs.member.T > 0).to(moved.dtype)
+    asked = edited_sets(batch.targets, pattern, sign).to(moved.dtype)
+    edited = batch.degraded + model.decode(batch, frozen, moved, asked)
+    labels = (asked @ inputs.member.T > 0).to(moved.dtype)
     weight = 1.0 + emphasis * inputs.member[:, pattern].T * (sign != 0).to(moved.dtype)[:, None]
     loss = F.binary_cross_entropy_with_logits(subject_logits(batch, edited, inputs.x), labels, reduction="none")
     return (loss * weight).sum() / weight.sum()
@@ -348,6 +349,7 @@ def build_model(config: InterpreterConfig, data_info: dict) -> Interpreter:
         none_column=none_column,
         probe_inputs=probes,
         probe_patterns=data_info.get("probe_patterns"),
+        probe_member=torch.tensor(data_info["probe_member"]) if data_info.get("probe_member") else None,
         drawn=[name in data_info.get("drawn", data_info["pattern_names"]) for name in data_info["pattern_names"]],
     )
 
