@@ -13,6 +13,7 @@ from zoo_fixture import run_cli
 
 from zoo.readers.interpreter.data import (
     SplitData,
+    Weights,
     collate,
     from_tokens,
     one_hot,
@@ -267,6 +268,32 @@ def test_a_gradient_reading_decoder_starts_as_no_change_and_its_step_descends_th
     assert bool((after < before).all()), (before, after)
 
 
+def test_a_gradient_step_is_the_same_size_for_every_weight_in_init_scale_units(records, source):
+    """A uniform step ``c`` moves each weight by ``-c * g / (fan_in * rms)``: ``g`` is dL/dw, and ``rms`` that of
+    ``g / sqrt(fan_in)`` over the subject's weights (init-scale units, where every weight starts alike)."""
+    from zoo.readers.interpreter.model import named_sets
+    from zoo.readers.interpreter.train import build_model
+
+    model = build_model(tiny_config(model={"decoder_reads_gradient": True}), source.describe()).eval()
+    batch = collate(records[:6])
+    leaves = [t.clone().requires_grad_() for t in (batch.degraded.w_in, batch.degraded.adj, batch.degraded.bias)]
+    with torch.no_grad():
+        model.dec_step.bias.fill_(0.01)
+        out = model(batch)
+        change = model.repair(batch, out) - batch.degraded
+    _named_set_loss(model, batch, Weights(*leaves), named_sets(out)).sum().backward()
+    fan_in, first, edges, mask = batch.fan_in, batch.first.float(), batch.edges.float(), batch.mask.float()
+    g_in, g_adj, g_bias = (t.grad for t in leaves)
+    g_in, g_adj, g_bias = g_in * first[..., None], g_adj * edges, g_bias * mask
+    square = (g_in.square() / fan_in[..., None]).sum((1, 2)) + (g_adj.square() / fan_in[..., None]).sum((1, 2))
+    square = square + (g_bias.square() / fan_in).sum(-1)
+    count = first.sum(-1) * g_in.shape[-1] + edges.sum((1, 2)) + mask.sum(-1)
+    rms = (square / count).sqrt()
+    torch.testing.assert_close(change.w_in, -0.01 * g_in / (fan_in * rms[:, None])[..., None])
+    torch.testing.assert_close(change.adj, -0.01 * g_adj / (fan_in * rms[:, None])[..., None])
+    torch.testing.assert_close(change.bias, -0.01 * g_bias / (fan_in * rms[:, None]))
+
+
 def test_a_gradient_reading_decoder_descends_toward_the_set_it_is_given(records, source):
     """Edits pass the asked set: the step must follow it, not the set the heads name."""
     from zoo.readers.interpreter.train import build_model
@@ -401,6 +428,19 @@ def test_an_interpreter_with_the_joint_answer_reader_learns(interp_zoo, source, 
     assert saved.model.answer_reader == "joint" and not model.answers_per_pattern
     pred = predict(model, SplitData(source, "validation").batches(16), torch.device("cpu"))
     assert np.isfinite(pred.pattern_probs).all() and len(pred.examples) > 0
+
+
+def test_an_interpreter_reading_gradients_trains_its_steps_and_repairs_from_its_checkpoint(interp_zoo, source, tmp_path):
+    from zoo.readers.interpreter.train import load_model, train
+
+    history = train(tiny_config(epochs=4, model={"decoder_reads_gradient": True}), interp_zoo, tmp_path / "run", progress=False)["history"]
+    assert history[-1]["train_loss_repair_function"] < history[0]["train_loss_repair_function"]
+    model, saved, _ = load_model(tmp_path / "run", "last")
+    assert saved.model.decoder_reads_gradient and model.dec_step.weight.abs().sum() > 0
+    _, batch = next(SplitData(source, "validation").batches(16))
+    with torch.no_grad():
+        repaired = model.repair(batch)
+    assert torch.isfinite(repaired.adj).all() and not torch.equal(repaired.adj, batch.degraded.adj)
 
 
 def test_the_interpreter_names_only_patterns_the_zoo_draws(interp_run, source):
@@ -567,6 +607,7 @@ def test_a_run_made_before_a_config_field_existed_still_resumes(interp_zoo, tmp_
     path = tmp_path / "run" / "config.json"
     stored = json.loads(path.read_text())
     del stored["interpreter"]["baselines"]["ensemble_weight"], stored["interpreter"]["model"]["decoder_reads_corrupted"]
+    del stored["interpreter"]["model"]["decoder_reads_gradient"], stored["data"]["probe_member"]
     path.write_text(json.dumps(stored))
     state = train(tiny_config(epochs=2), interp_zoo, tmp_path / "run", progress=False)
     assert [h["epoch"] for h in state["history"]] == [1, 2]

@@ -150,7 +150,7 @@ class Editor:
             asked = [n for n in before if n != pattern] + ([pattern] if add else [])
             moved = out.latent + (1.0 if add else -1.0) * strength * self.directions[k][None, :]
             repaired = model.repair(batch, out)
-            named = torch.tensor([[float(n in asked) for n in names_all]])
+            named = torch.tensor([[float(n in asked) for n in names_all]], dtype=out.latent.dtype, device=out.latent.device)
             edited = model.repair(batch, out, latent=moved, named=named)
             after_patterns, after_corrupted, _ = model.heads(batch, out.tokens, moved, out.answers)
             after = self.read(after_patterns, after_corrupted, None)  # the move itself: an add to a full set may show one more

@@ -112,7 +112,11 @@ def _token_stats(batch: Batch, weights: Weights, in_scale: torch.Tensor, out_sca
 
 
 def named_sets(out: Output) -> torch.Tensor:
-    """``[B, V]`` 0/1, detached: the patterns the heads name (probability above 1/2, and the corrupted head's pick)."""
+    """``[B, V]`` 0/1, detached: the patterns the heads name (probability above 1/2, and the corrupted head's pick).
+
+    A fixed threshold, not the one evaluation chooses on validation after training: the decoder
+    is trained on the sets it reads here.
+    """
     named = (out.patterns.detach() > 0).to(out.patterns.dtype)
     return named.scatter(1, out.corrupted.detach().argmax(-1, keepdim=True), 1.0)
 
@@ -541,7 +545,7 @@ class Interpreter(nn.Module):
         self, batch: Batch, out: Output | None = None, latent: torch.Tensor | None = None, named: torch.Tensor | None = None
     ) -> Weights:
         """Decoded (repaired) weights in token space; ``latent`` overrides the encoder's (an edit: one pass,
-        toward set ``named`` where the decoder reads a gradient).
+        toward set ``named`` where the decoder reads a gradient; None: each pass reads the set its heads name).
 
         With ``decoder_passes`` > 1 each further pass encodes the subject as the last pass left it and
         decodes a further change: it sees what the previous change did to the weights, the probe values
@@ -552,7 +556,7 @@ class Interpreter(nn.Module):
         if latent is None:
             for _ in range(self.config.decoder_passes - 1):
                 now = replace(batch, degraded=repaired)
-                repaired = repaired + self.decode(now, self(now))
+                repaired = repaired + self.decode(now, self(now), named=named)
         return repaired
 
 
