@@ -480,6 +480,11 @@ class Batch:
     def output(self) -> torch.Tensor:
         return self.mask & (self.layer == self.n_layers[:, None])
 
+    @property
+    def n_weights(self) -> torch.Tensor:
+        """``[B]``: each subject's real weights (first-layer inputs, edges and biases)."""
+        return self.first.sum(-1) * self.degraded.w_in.shape[-1] + self.edges.sum((1, 2)) + self.mask.sum(-1)
+
 
 def to_tokens(examples: Sequence[tuple[Architecture, np.ndarray]], n_tokens: int, in_features: int) -> Weights:
     """Flat weight vectors of (possibly different) architectures -> padded token-space ``Weights``."""

@@ -106,8 +106,7 @@ def weight_loss(batch: Batch, delta: Weights) -> torch.Tensor:
     err_in = ((delta.w_in - (batch.clean.w_in - batch.degraded.w_in)) * scale[..., None]).square() * first
     err_adj = ((delta.adj - (batch.clean.adj - batch.degraded.adj)) * scale[..., None]).square() * edges
     err_b = ((delta.bias - (batch.clean.bias - batch.degraded.bias)) * scale).square() * mask
-    count = first.sum() * batch.degraded.w_in.shape[-1] + edges.sum() + mask.sum()
-    return (err_in.sum() + err_adj.sum() + err_b.sum()) / count.clamp_min(1.0)
+    return (err_in.sum() + err_adj.sum() + err_b.sum()) / batch.n_weights.sum().clamp_min(1)
 
 
 def function_loss(
