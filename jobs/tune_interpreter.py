@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default="configs/tune/interpreter.yaml", help="sweep settings YAML")
     parser.add_argument("--storage", help="override storage_path (cloud URI on a cluster)")
     parser.add_argument("--num-samples", type=int)
-    parser.add_argument("--out", help="where to write the best interpreter config")
+    parser.add_argument("--out", help="the sweep's folder (default: storage_path/name): results.csv, results.md, best_config.yaml")
     args = parser.parse_args(argv)
 
     import ray
@@ -31,8 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {k: v for k, v in (("storage_path", args.storage), ("num_samples", args.num_samples)) if v is not None}
     settings, base = load_tune_settings(args.config, overrides or None)
     ray.init()  # inside `ray job submit` this joins the job's cluster
-    result = run_tune(args.data, settings, base, best_config_out=args.out, console=Console())
-    print(f"best trial: {result['best']}")
+    result = run_tune(args.data, settings, base, out=args.out, console=Console())
+    print(f"best trial: {result.best}")
     return 0
 
 

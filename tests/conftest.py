@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from zoo_fixture import _merge, tiny_recipe
 
 
 @pytest.fixture(scope="session")
@@ -17,23 +18,7 @@ def ray_session():
     ray.shutdown()
 
 
-TINY_ZOO = {
-    "name": "tiny",
-    "seed": 3,
-    "batches": 6,
-    "patterns": {"train_size": 100, "val_size": 40, "benchmark_size": 100},
-    "architecture": {"layers": {"min": 1, "max": 2}, "width": {"min": 8, "max": 12}},
-    "training": {"epochs": 3},
-    "corruption": {"degraded_per_batch": 2, "min_degradation": 0.0},
-    "storage": {"batches_per_shard": 2},
-}
-
-
-def _merge(base: dict, overrides: dict) -> dict:
-    merged = dict(base)
-    for key, value in overrides.items():
-        merged[key] = _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
-    return merged
+TINY_ZOO = tiny_recipe(name="tiny", seed=3, batches=6, architecture={"width": {"min": 8, "max": 12}})
 
 
 @pytest.fixture(scope="session")

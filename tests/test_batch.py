@@ -7,16 +7,16 @@ import pytest
 import torch
 
 import zoo
-from zoo.config import ZooConfig
 from zoo.factory.batch import probe_set, run_task
 from zoo.factory.plan import batch_seed, clean_job, corrupt_labels, degraded_job, plan_batch
-from zoo.factory.signatures import neuron_layers, signatures, stat_names
-from zoo.subjects.architecture import Architecture
+from zoo.factory.signatures import signatures, stat_names
+from zoo.subjects.families import architecture_of
+from zoo.subjects.families.mlp import FAMILY as MLP, Architecture
 from zoo.subjects.population import from_weights, init_weights
+from zoo_fixture import tiny_config
 
-TINY = ZooConfig(
+TINY = tiny_config(
     batches=4,
-    architecture={"layers": {"min": 1, "max": 2}, "width": {"min": 6, "max": 10}},
     patterns={"train_size": 200, "val_size": 60, "benchmark_size": 200},
     training={"epochs": 6},
     corruption={"degraded_per_batch": 3, "rate": {"min": 1.0, "max": 1.0}, "min_degradation": 0.1},
@@ -104,7 +104,7 @@ def test_signature_has_a_row_per_neuron_and_a_column_per_statistic(records):
     probe = probe_set(TINY)
     n_stats = len(stat_names(TINY.signature, probe.names))
     for row in rows:
-        arch = Architecture.from_dict(row["architecture"])
+        arch = architecture_of(row["architecture"])
         assert len(row["neuron_layer"]) == arch.n_neurons
         assert np.asarray(row["degraded_signature"]).shape == (arch.n_neurons, n_stats)
 
@@ -113,9 +113,9 @@ def test_batched_signature_equals_one_model_at_a_time():
     archs = [Architecture(2, (5, 5), "tanh", 7, 7), Architecture(1, (8,), "relu", 7, 7)]
     weights = [init_weights(a, i) for i, a in enumerate(archs)]
     probe = probe_set(TINY)
-    together = signatures(from_weights(archs, weights), probe, TINY.signature)
+    together = signatures(MLP, from_weights(archs, weights), probe, TINY.signature)
     for arch, w, sig in zip(archs, weights, together):
-        alone = signatures(from_weights([arch], [w]), probe, TINY.signature)[0]
+        alone = signatures(MLP, from_weights([arch], [w]), probe, TINY.signature)[0]
         np.testing.assert_allclose(sig, alone, atol=1e-6)
 
 
@@ -123,11 +123,19 @@ def test_signature_mean_is_the_mean_activation_over_the_probe_set():
     arch = Architecture(1, (4,), "relu", 7, 7)
     w = init_weights(arch, 0)
     probe = probe_set(TINY)
-    sig = signatures(from_weights([arch], [w]), probe, TINY.signature)[0]
-    model = zoo.factory.load.build_model(arch, w)
+    sig = signatures(MLP, from_weights([arch], [w]), probe, TINY.signature)[0]
+    model = MLP.build_module(arch, w)
     with torch.no_grad():
         hidden = torch.relu(model.layers[0](model.encode(torch.as_tensor(probe.tokens))))
         out = model(torch.as_tensor(probe.tokens))
     np.testing.assert_allclose(sig[:4, 0], hidden.mean(0).numpy(), atol=1e-6)
     np.testing.assert_allclose(sig[4, 0], out.mean().item(), atol=1e-5)
-    assert list(neuron_layers(arch)) == [0, 0, 0, 0, 1]
+    assert list(MLP.neuron_layers(arch)) == [0, 0, 0, 0, 1]
+
+
+def test_timings_measure_signatures_apart_from_training(records):
+    rows, _ = records
+    for row in rows:
+        timings = row["timings"]
+        assert 0 < timings["signature_s"] < timings["total_s"]
+        assert timings["train_s"] + timings["signature_s"] <= timings["total_s"] + 1e-6

@@ -5,15 +5,13 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
+from zoo_fixture import tiny_recipe
 
 from zoo import bench
 from zoo.cli import main
 
-TINY = """
-patterns: {train_size: 200, val_size: 60, benchmark_size: 100}
-architecture: {layers: {min: 1, max: 2}, width: {min: 6, max: 10}}
-training: {epochs: 4}
-"""
+TINY = yaml.safe_dump(tiny_recipe(patterns={"train_size": 200, "val_size": 60, "benchmark_size": 100}, training={"epochs": 4}))
 
 
 def test_bench_json_has_the_documented_keys_and_agreeing_accuracies(tmp_path, capsys):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -29,7 +31,7 @@ def split_zoo(tiny_zoo, tmp_path_factory):
     facts = read_records(folder, columns=["architecture"]).to_pylist()
     splits = write_splits(
         folder,
-        options_from_cli(validation=0.2, test=0.2, ood_activations=facts[0]["architecture"]["activation"]),
+        options_from_cli(validation=0.2, test=0.2, ood_activations=json.loads(facts[0]["architecture"])["activation"]),
         rows_per_file=2,
     )
     write_card(folder)

@@ -98,7 +98,7 @@ def test_interwoven_puts_every_layers_signature_right_after_its_weights(exports,
         expected = [name for p in prefixes(row) for name in (f"{p}.weight", f"{p}.bias", f"{p}.signature")]
         assert headers == expected
         sections = parse_sections(line["prompt"])
-        widths = [*row["architecture"]["widths"], 1]
+        widths = [*json.loads(row["architecture"])["widths"], 1]
         for prefix, width in zip(prefixes(row), widths, strict=True):
             assert sections[f"{prefix}.signature"].shape == (width, len(row["degraded_signature"][0]))
 

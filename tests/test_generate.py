@@ -72,7 +72,7 @@ def test_ray_data_reads_every_listed_row(zoo_dir, ray_session):
 @pytest.mark.parametrize("which", ["clean", "degraded"])
 def test_a_record_loads_as_a_module_mapping_tokens_to_logits(zoo_dir, which):
     row = pq.read_table(shard_paths(zoo_dir)[0]).to_pylist()[0]
-    arch = row["architecture"]
+    arch = json.loads(row["architecture"])
     model = zoo.load_model(row, which=which)
     tokens = torch.randint(0, arch["vocab_size"], (5, arch["seq_len"]), dtype=torch.long)
     with torch.no_grad():
@@ -83,7 +83,7 @@ def test_a_record_loads_as_a_module_mapping_tokens_to_logits(zoo_dir, which):
 
 def test_clean_and_degraded_models_differ(zoo_dir):
     row = pq.read_table(shard_paths(zoo_dir)[0]).to_pylist()[0]
-    tokens = torch.randint(0, row["architecture"]["vocab_size"], (64, row["architecture"]["seq_len"]))
+    tokens = torch.randint(0, json.loads(row["architecture"])["vocab_size"], (64, json.loads(row["architecture"])["seq_len"]))
     with torch.no_grad():
         assert not torch.equal(zoo.load_model(row, "clean")(tokens), zoo.load_model(row, "degraded")(tokens))
 

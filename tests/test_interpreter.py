@@ -596,7 +596,8 @@ def test_fresh_repair_inputs_change_what_the_decoder_learns(interp_zoo, tmp_path
 
 
 def test_a_run_made_before_a_config_field_existed_still_resumes(interp_zoo, tmp_path):
-    """A field added to the config later takes its default, as the run was trained without it."""
+    """A field added to the config later takes its default, as the run was trained without it (a run-version-1
+    run: those whose default changed since, like decoder_reads_gradient, take the old one)."""
     from zoo.readers.interpreter.train import train
 
     def stop(epoch, metrics, run_dir):
@@ -608,6 +609,7 @@ def test_a_run_made_before_a_config_field_existed_still_resumes(interp_zoo, tmp_
     stored = json.loads(path.read_text())
     del stored["interpreter"]["baselines"]["ensemble_weight"], stored["interpreter"]["model"]["decoder_reads_corrupted"]
     del stored["interpreter"]["model"]["decoder_reads_gradient"], stored["data"]["probe_member"]
+    stored["version"] = 1
     path.write_text(json.dumps(stored))
     state = train(tiny_config(epochs=2), interp_zoo, tmp_path / "run", progress=False)
     assert [h["epoch"] for h in state["history"]] == [1, 2]

@@ -53,12 +53,15 @@ def test_sweep_reports_every_epoch_and_writes_the_best_config(ray_session, inter
 
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     settings, base = load_tune_settings(_write(tmp_path))
-    result = run_tune(interp_zoo, settings, base, best_config_out=tmp_path / "best.yaml", verbose=0)
-    assert len(result["rows"]) == 2
+    result = run_tune(interp_zoo, settings, base, verbose=0)
+    assert len(result.rows) == 2
     # training_iteration counts reports: a trial that ran both epochs reported after each
-    assert max(row["epochs"] for row in result["rows"]) == 2
-    assert all(1 <= row["epochs"] <= 2 for row in result["rows"])
-    best = load_interpreter_config(tmp_path / "best.yaml")
-    assert best.model.latent == result["best"]["model.latent"]
-    assert best.optimizer.lr == pytest.approx(result["best"]["optimizer.lr"])
-    assert (tmp_path / "results" / "sweep" / "results.md").is_file()
+    assert max(row["epochs_run"] for row in result.rows) == 2
+    assert all(1 <= row["epochs_run"] <= 2 for row in result.rows)
+    # the layout every reader's sweep shares: <storage_path>/<name>/{results.csv, results.md, best_config.yaml}
+    folder = tmp_path / "results" / "sweep"
+    assert result.folder == folder and result.best_config_path == folder / "best_config.yaml"
+    best = load_interpreter_config(folder / "best_config.yaml")
+    assert best.model.latent == result.best["model.latent"]
+    assert best.optimizer.lr == pytest.approx(result.best["optimizer.lr"])
+    assert (folder / "results.md").is_file() and (folder / "results.csv").read_text().startswith("trial,best_val_objective,")

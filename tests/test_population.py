@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from zoo.config import TrainingConfig
-from zoo.subjects.architecture import Architecture
+from zoo.subjects.families.mlp import Architecture
 from zoo.subjects.mlp import build_model, flatten_model
 from zoo.subjects import fit
 from zoo.subjects.fit import TrainData, train_population

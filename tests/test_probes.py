@@ -20,20 +20,18 @@ from zoo.readers.probes.data import LabelledData, ProbeError
 from zoo.readers.probes.probe import ModelSpec, probe_model, probe_models
 from zoo.readers.probes.train import FeatureSet, stratified_split, train_probes
 from zoo.readers.probes.zoo_probe import probe_row, probe_zoo
-from zoo.subjects.architecture import Architecture
+from zoo.subjects.families.mlp import Architecture
 from zoo.subjects.mlp import SubjectMLP, flatten_model
-from zoo_fixture import build_zoo
+from zoo_fixture import build_zoo, tiny_config
 
 CONFIGS = Path(__file__).parent.parent / "configs"
 
-TINY = ZooConfig(
+TINY = tiny_config(
     name="probe-tiny",
     batches=4,
-    architecture={"layers": {"min": 1, "max": 2}, "width": {"min": 8, "max": 12}},
+    architecture={"width": {"min": 8, "max": 12}},
     patterns={"train_size": 300, "val_size": 60, "benchmark_size": 200},
     training={"epochs": 5},
-    corruption={"degraded_per_batch": 2, "min_degradation": 0.0},
-    storage={"batches_per_shard": 2},
 )
 FAST = ProbeConfig(epochs=6, val_every=2, lr=1e-2)
 
@@ -342,28 +340,42 @@ def test_unknown_recipe_key_is_a_config_error(tmp_path):
         load_config(path, ProbeConfig)
 
 
-def test_built_in_defaults_are_the_reference_recipe_and_its_yaml_writes_them_out():
+def test_the_reference_recipe_is_the_built_in_defaults_but_lr_and_weight_decay():
+    # (the built-in defaults were the reference recipe until they became the shipped, tuned one)
     reference = load_config(CONFIGS / "readers/probes-reference.yaml", ProbeConfig)
-    assert reference == ProbeConfig()
+    assert reference.model_copy(update={"lr": 0.02, "weight_decay": 0.0}) == ProbeConfig()
     assert (reference.optimizer, reference.lr, reference.betas, reference.weight_decay) == ("adam", 1e-3, (0.9, 0.95), 0.1)
     assert (reference.scheduler.factor, reference.scheduler.patience, reference.epochs, reference.val_every) == (0.75, 0, 50, 10)
     assert (reference.val_fraction, reference.batch_size) == (0.2, 200)
 
 
-def test_commands_default_to_the_tuned_recipe_which_differs_from_the_reference_only_in_lr_and_weight_decay():
+def test_commands_default_to_the_tuned_recipe_which_is_the_built_in_defaults_written_out():
     import argparse
 
     from zoo.readers.probes.commands import recipe_from_args
 
     tuned = recipe_from_args(argparse.Namespace(config=None, epochs=None))
-    assert tuned == load_config(CONFIGS / "readers/probes.yaml", ProbeConfig)
-    assert tuned.model_copy(update={"lr": 1e-3, "weight_decay": 0.1}) == ProbeConfig()
+    assert tuned == load_config(CONFIGS / "readers/probes.yaml", ProbeConfig) == ProbeConfig()
     assert (tuned.lr, tuned.weight_decay) == (0.02, 0.0)
     assert recipe_from_args(argparse.Namespace(config=None, epochs=3)).epochs == 3
 
 
-def test_shipped_probe_tune_config_is_valid():
-    assert load_config(CONFIGS / "tune/probes.yaml", ProbeTuneConfig).search_space
+def test_shipped_probe_tune_config_is_valid_and_writes_out_the_built_in_defaults():
+    from zoo.readers.probes.tune import SWEEP
+    from zoo.readers.tune import check_settings
+
+    config = load_config(CONFIGS / "tune/probes.yaml", ProbeTuneConfig)
+    assert config == ProbeTuneConfig()
+    assert config.space and check_settings(SWEEP, config)["epochs"] == config.overrides["epochs"]
+
+
+def test_probe_tune_space_must_name_recipe_fields():
+    from zoo.readers.probes.tune import tune_probes
+
+    with pytest.raises(ProbeError, match="space.lrr"):
+        tune_probes(".", ProbeTuneConfig(space={"lrr": {"choice": [0.1]}}))
+    with pytest.raises(ConfigError, match="mode"):
+        load_config(CONFIGS / "tune/probes.yaml", ProbeTuneConfig, {"metric": "val_loss"})
 
 
 # ---------------------------------------------------------------- across the zoo, Ray, Tune
@@ -405,6 +417,35 @@ def test_zoo_probe_on_ray_actors_matches_in_process(tiny_zoo, zoo_summary, ray_s
     assert on_ray["models"] == in_process["models"] == summary["models"]
 
 
+def test_zoo_probe_survives_a_worker_killed_mid_task(tiny_zoo, zoo_summary, ray_session, tmp_path, monkeypatch):
+    """The fan-out is a ``zoo.pool.ActorPool``: the dead worker's task is requeued, each batch probed once."""
+    from zoo.readers.probes import zoo_probe
+
+    marks = tmp_path / "marks"
+    marks.mkdir()
+
+    class CrashingProbeWorker(zoo_probe.ProbeWorker):
+        def run(self, batch_ids):
+            import os
+
+            if 0 in batch_ids and not (marks / "crashed").exists():
+                (marks / "crashed").touch()
+                os._exit(1)
+            result = zoo_probe.ProbeWorker.run(self, batch_ids)
+            (marks / f"done-{batch_ids[0]}-{os.getpid()}").touch()
+            return result
+
+    monkeypatch.setattr(zoo_probe, "ProbeWorker", CrashingProbeWorker)
+    config = FAST.model_copy(update={"models_per_group": 3})  # one batch per task
+    lines: list[str] = []
+    on_ray = probe_zoo(tiny_zoo, tmp_path / "ray", config, workers=2, log=lines.append)
+    assert (marks / "crashed").exists() and any("requeued" in line for line in lines)
+    assert sorted({int(p.name.split("-")[1]) for p in marks.glob("done-*")}) == list(range(TINY.batches))
+    assert on_ray["models"] == zoo_summary[0]["models"]
+    probe_zoo(tiny_zoo, tmp_path / "local", config, log=lambda line: None)
+    assert (tmp_path / "ray" / "probes.csv").read_text() == (tmp_path / "local" / "probes.csv").read_text()
+
+
 def test_ray_job_entrypoint_probes_the_zoo_on_the_running_cluster(tiny_zoo, zoo_summary, ray_session, tmp_path, capsys):
     import importlib.util
 
@@ -426,16 +467,18 @@ def test_tune_sweep_runs_trials_through_ray_tune_and_writes_table_and_best_confi
 
     monkeypatch.setenv("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     config = ProbeTuneConfig(
-        probe={"epochs": 2},
-        search_space={"lr": {"loguniform": [1e-3, 1e-1]}, "weight_decay": {"choice": [0.0, 0.1]}},
+        overrides={"epochs": 2},
+        space={"lr": {"loguniform": [1e-3, 1e-1]}, "weight_decay": {"choice": [0.0, 0.1]}},
         models=1,
         num_samples=2,
-        asha={"grace_period": 2},
+        grace_period=2,
     )
     outcome = tune_probes(tiny_zoo, config, out=tmp_path / "tune", verbose=0)
     assert len(outcome.rows) == 2 and all(row["epochs_run"] == 2 for row in outcome.rows)
-    with open(tmp_path / "tune" / "tune_results.csv") as handle:
+    assert outcome.folder == tmp_path / "tune" and (tmp_path / "tune" / "results.md").is_file()
+    with open(tmp_path / "tune" / "results.csv") as handle:
         table = list(csv.DictReader(handle))
     assert [float(r["best_val_accuracy"]) for r in table] == sorted((float(r["best_val_accuracy"]) for r in table), reverse=True)
     best = load_config(tmp_path / "tune" / "best_config.yaml", ProbeConfig)
     assert best.lr == pytest.approx(float(table[0]["lr"])) and best.weight_decay == float(table[0]["weight_decay"])
+    assert best.control and best.val_every == ProbeConfig().val_every  # what trials fix is not the best recipe's

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from zoo.subjects.architecture import Architecture
+from zoo.subjects.families.mlp import Architecture
 from zoo.subjects.population import from_weights, init_weights, to_weights
 from zoo.subjects.quantize import quantize_
 

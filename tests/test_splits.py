@@ -28,7 +28,7 @@ def facts_of(zoo_dir) -> dict[int, dict]:
     """Per batch: patterns, architecture and row count, from the records."""
     out: dict[int, dict] = {}
     for row in read_records(zoo_dir, columns=["batch_id", "patterns", "architecture"]).to_pylist():
-        entry = out.setdefault(row["batch_id"], {"patterns": set(row["patterns"]), "arch": row["architecture"], "rows": 0})
+        entry = out.setdefault(row["batch_id"], {"patterns": set(row["patterns"]), "arch": json.loads(row["architecture"]), "rows": 0})
         entry["rows"] += 1
     return out
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from zoo.config import ArchitectureSpace
-from zoo.subjects.architecture import Architecture, sample_architecture
+from zoo.subjects.families.mlp import MLPSpace
+from zoo.subjects.families.mlp import Architecture, sample_architecture
 from zoo.subjects.mlp import SubjectMLP, build_model, flatten_model
 from zoo.subjects.population import init_weights
 
@@ -51,7 +51,7 @@ def test_architecture_dict_round_trip():
 
 
 def test_sampled_architectures_stay_in_range():
-    space = ArchitectureSpace(layers={"min": 2, "max": 3}, width={"min": 10, "max": 12}, activations=["tanh"])
+    space = MLPSpace(layers={"min": 2, "max": 3}, width={"min": 10, "max": 12}, activations=["tanh"])
     rng = np.random.default_rng(0)
     archs = [sample_architecture(space, 7, 7, rng) for _ in range(50)]
     assert {a.n_layers for a in archs} == {2, 3}

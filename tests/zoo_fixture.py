@@ -13,20 +13,33 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from zoo.config import ZooConfig
+from zoo.config import ZooConfig, _merge, parse_config
 from zoo.factory.runner import generate
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-TINY = ZooConfig(
-    batches=8,
-    architecture={"layers": {"min": 1, "max": 2}, "width": {"min": 6, "max": 10}},
-    patterns={"train_size": 100, "val_size": 40, "benchmark_size": 100},
-    training={"epochs": 3},
-    corruption={"degraded_per_batch": 2, "min_degradation": 0.0},
-    storage={"batches_per_shard": 2},
-)
+# The one tiny-zoo recipe every test builds from (seconds on 2 cores); tests override what they need.
+RECIPE = {
+    "batches": 8,
+    "architecture": {"layers": {"min": 1, "max": 2}, "width": {"min": 6, "max": 10}},
+    "patterns": {"train_size": 100, "val_size": 40, "benchmark_size": 100},
+    "training": {"epochs": 3},
+    "corruption": {"degraded_per_batch": 2, "min_degradation": 0.0},
+    "storage": {"batches_per_shard": 2},
+}
+
+
+def tiny_recipe(**overrides) -> dict:
+    """``RECIPE`` with nested overrides, e.g. ``tiny_recipe(training={"epochs": 5})``."""
+    return _merge(RECIPE, overrides)
+
+
+def tiny_config(**overrides) -> ZooConfig:
+    return parse_config(tiny_recipe(**overrides), ZooConfig)
+
+
+TINY = tiny_config()
 
 _BUILT: dict[str, Path] = {}
 

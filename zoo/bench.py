@@ -21,9 +21,10 @@ from rich.table import Table
 
 from zoo.config import ZooConfig
 from zoo.factory.plan import BatchPlan, clean_job, plan_batch
+from zoo.runtime import resolve_device, torch_threads
 from zoo.subjects.allocator import keep_freed_memory
 from zoo.subjects.evaluate import score
-from zoo.subjects.population import auto_population_size, init_weights, logits, one_hot_inputs, resolve_device
+from zoo.subjects.population import auto_population_size, init_weights, logits, one_hot_inputs
 from zoo.subjects.reference import train_reference
 from zoo.subjects.train import SubjectJob, bytes_per_model, plan_groups, train_group, train_subjects
 
@@ -90,6 +91,7 @@ def run_bench(
     threads: int | None = None,
     progress: bool = True,
     reference_models: int | None = None,
+    family: str = "mlp",
 ) -> BenchResult:
     """Train the clean model of batches ``0..models-1`` with both trainers and compare.
 
@@ -97,7 +99,8 @@ def run_bench(
     machine whose load changes during the run slows both alike. ``reference_models``
     limits the reference to the first of them (a GPU population of thousands would keep
     the sequential loop busy for hours; its throughput per model does not depend on how
-    many it trains); accuracies are compared on the models both trained.
+    many it trains); accuracies are compared on the models both trained. ``family``
+    ``transformer`` benches the transformer family instead (``zoo.bench_transformer``).
     """
     if models < 1:
         raise BenchError("bench: --models must be at least 1")
@@ -105,8 +108,15 @@ def run_bench(
     if not 1 <= reference_models <= models:
         raise BenchError(f"bench: --reference-models must lie in [1, {models}], got {reference_models}")
     keep_freed_memory()  # before either trainer runs, so both get the same allocator
-    if threads is not None:
-        torch.set_num_threads(threads)
+    with torch_threads(threads):
+        if family == "transformer":
+            from zoo.bench_transformer import run_transformer_bench
+
+            return run_transformer_bench(config, models, progress, reference_models)
+        return _run_bench(config, models, progress, reference_models)
+
+
+def _run_bench(config: ZooConfig, models: int, progress: bool, reference_models: int) -> BenchResult:
     threads = torch.get_num_threads()
     device = resolve_device(config.training.device)
     plans = [plan_batch(config, i) for i in range(models)]
@@ -175,7 +185,7 @@ def _reference_logits(job: SubjectJob, plan: BatchPlan, config: ZooConfig) -> np
 def render_bench(result: BenchResult, console: Console) -> None:
     table = Table(title=f"zoo bench on {result.device}, {result.threads} torch threads")
     for column in ("trainer", "models", "seconds", "models/s", "benchmark accuracy"):
-        table.add_column(column, justify="right" if column != "trainer" else "left")
+        table.add_column(column, justify="right" if column != "trainer" else "left", overflow="fold")
     table.add_row(
         "population", str(result.models), f"{result.population_seconds:.2f}",
         f"{result.population_models_per_s:.1f}", f"{result.population_accuracy:.3f}",

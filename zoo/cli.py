@@ -28,33 +28,81 @@ def _fail(message: str) -> int:
     return EXIT_USAGE
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """The one help formatter of the whole ``zoo`` tree: descriptions wrap by paragraph (blank lines
+    kept; an indented line is kept as it is, for examples), and a flag's help ends in
+    ``(default: ...)`` unless its default is None or off (a store_true flag) or the help text
+    already says what the default is."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        paragraphs = []
+        for paragraph in text.split("\n\n"):
+            if paragraph.startswith(" "):
+                paragraphs.append("\n".join(indent + line for line in paragraph.splitlines()))
+            else:
+                paragraphs.append(super()._fill_text(paragraph, width, indent))
+        return "\n\n".join(paragraphs)
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        help = action.help or ""
+        if "%(default)" in help or "(default" in help:
+            return help
+        if action.default is None or action.default is False or action.default is argparse.SUPPRESS:
+            return help
+        if not action.option_strings and action.nargs not in (argparse.OPTIONAL, argparse.ZERO_OR_MORE):
+            return help
+        if help.endswith(")"):  # "Ray actors (0: in-process)" -> "Ray actors (0: in-process; default: 0)"
+            return f"{help[:-1]}; default: %(default)s)"
+        return f"{help} (default: %(default)s)" if help else "(default: %(default)s)"
+
+
+class _SubParsers(argparse._SubParsersAction):
+    """Subcommands whose ``description`` defaults to their one-line ``help``, so that every
+    ``zoo ... --help`` starts by saying what the command does."""
+
+    def add_parser(self, name: str, **kwargs):
+        if kwargs.get("description") is None and kwargs.get("help"):
+            text = kwargs["help"]
+            kwargs["description"] = text[0].upper() + text[1:] + ("" if text.endswith(".") else ".")
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        return super().add_parser(name, **kwargs)
+
+
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+        self.register("action", "parsers", _SubParsers)
+
     def error(self, message: str) -> None:  # one line, exit 2, as for every other bad input
         self.exit(EXIT_USAGE, f"zoo: error: {message}\n")
 
 
 def _load_zoo_config(args: argparse.Namespace):
-    from zoo.config import ZooConfig, load_config
+    from zoo.config import zoo_config_from
 
-    overrides: dict = {}
-    if getattr(args, "batches", None) is not None:
-        overrides["batches"] = args.batches
-    runtime = {k: v for k, v in (("workers", getattr(args, "workers", None)), ("address", getattr(args, "address", None))) if v is not None}
-    if runtime:
-        overrides["runtime"] = runtime
-    if args.config is None:
-        from zoo.config import parse_config
-
-        return parse_config(overrides, ZooConfig)
-    return load_config(args.config, ZooConfig, overrides)
+    return zoo_config_from(
+        args.config,
+        batches=getattr(args, "batches", None),
+        workers=getattr(args, "workers", None),
+        address=getattr(args, "address", None),
+    )
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from zoo.bench import render_bench, run_bench
 
+    transformer = args.family == "transformer"
+    if transformer and args.config is None:
+        args.config = "configs/zoo/transformer.yaml"
     config = _load_zoo_config(args)
+    models = args.models if args.models is not None else (16 if transformer else 48)
+    reference_models = args.reference_models
+    if reference_models is None and transformer:
+        reference_models = min(4, models)
     result = run_bench(
-        config, models=args.models, threads=args.threads, progress=not args.json, reference_models=args.reference_models
+        config, models=models, threads=args.threads, progress=not args.json, reference_models=reference_models,
+        family=args.family,
     )
     if args.json:
         print(json.dumps(result.to_dict()))
@@ -84,8 +132,11 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     from zoo.factory.reader import verify
+    from zoo.progress import progress_bar
 
-    problems = verify(_existing_zoo(args.dir))
+    folder = _existing_zoo(args.dir)
+    with progress_bar("verifying") as progress:
+        problems = verify(folder, progress=progress)
     for problem in problems:
         print(problem, file=sys.stderr)
     if problems:
@@ -107,33 +158,67 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="zoo", description="A Ray-distributed model-zoo factory for interpretability research.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    from zoo import __version__
 
-    p = sub.add_parser("generate", help="generate a zoo of clean/degraded model pairs")
+    parser = _Parser(
+        prog="zoo",
+        description="A Ray-distributed model-zoo factory for interpretability research.\n\n"
+        "Run `zoo COMMAND --help` for a command's options.",
+    )
+    parser.add_argument("--version", action="version", version=f"zoo {__version__}", help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
+
+    p = sub.add_parser(
+        "generate",
+        help="generate a zoo of clean/degraded model pairs",
+        description="Generate a zoo of clean/degraded model pairs: sample patterns and architectures, train each "
+        "batch as one population, write Parquet shards and a manifest. Rerunning on the same folder with the "
+        "same config resumes where it stopped.",
+    )
     _add_run_options(p)
     p.add_argument("--out", required=True, help="output folder (resumed if it holds the same zoo)")
-    p.add_argument("--workers", type=int, help="Ray actors (0: in-process, no Ray)")
-    p.add_argument("--address", help="Ray cluster address (default: start an embedded local Ray)")
+    p.add_argument("--workers", type=int, help="Ray actors (default: the config's runtime.workers; 0: in-process, no Ray)")
+    p.add_argument("--address", help="Ray cluster address (default: the config's runtime.address, else an embedded local Ray)")
     p.set_defaults(func=cmd_generate)
 
-    p = sub.add_parser("inspect", help="summarize a zoo folder")
-    p.add_argument("dir")
-    p.add_argument("--json", action="store_true")
+    p = sub.add_parser(
+        "inspect",
+        help="summarize a zoo folder",
+        description="Summarize a zoo folder: record, batch and shard counts, size, accuracy and degradation "
+        "statistics, patterns and architectures.",
+    )
+    p.add_argument("dir", help="zoo folder (holds zoo.json)")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     p.set_defaults(func=cmd_inspect)
 
-    p = sub.add_parser("verify", help="check every shard against the manifest")
-    p.add_argument("dir")
+    p = sub.add_parser(
+        "verify",
+        help="check every shard against the manifest",
+        description="Check every shard against the manifest (size, sha256, row count, schema, batch ids); "
+        "exit 1 listing the problems, if any.",
+    )
+    p.add_argument("dir", help="zoo folder (holds zoo.json)")
     p.set_defaults(func=cmd_verify)
 
-    p = sub.add_parser("bench", help="population trainer vs the sequential reference")
+    p = sub.add_parser(
+        "bench",
+        help="population trainer vs the sequential reference",
+        description="Time the population trainer against the sequential reference trainer on the same "
+        "models, and compare their accuracies on the models both trained.",
+    )
     _add_run_options(p)
-    p.add_argument("--models", type=int, default=48, help="models the population trainer trains")
+    p.add_argument(
+        "--family", choices=["mlp", "transformer"], default="mlp",
+        help="subject family to bench (transformer: default config configs/zoo/transformer.yaml)",
+    )
+    p.add_argument(
+        "--models", type=int, default=None, help="models the population trainer trains (default: 48; transformer: 16)"
+    )
     p.add_argument(
         "--reference-models", type=int, default=None,
-        help="models the sequential reference trains, the first of them (default: all; on a GPU, e.g. 48)",
+        help="models the sequential reference trains, the first of them (default: all; transformer: 4; on a GPU, e.g. 48)",
     )
-    p.add_argument("--threads", type=int, default=1, help="torch threads for both trainers (default 1: one core, as a factory worker)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads for both trainers (default: 1, one core, as a factory worker)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_bench)
 

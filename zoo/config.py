@@ -1,6 +1,7 @@
 """Every setting of zoo, as pydantic models: the single source of truth.
 
-YAML files in ``configs/`` are instances of these models. Validation errors are
+YAML files in ``configs/`` (shipped with the package as ``zoo/configs/``; the checkout's
+top-level ``configs`` is a link to it) are instances of these models. Validation errors are
 turned into one line naming the field (``ConfigError``) so that the CLI can print
 it and exit 2 before anything is written.
 """
@@ -12,54 +13,29 @@ import re
 import json
 import sys
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Discriminator, Field, Tag, ValidationError, model_validator
 
-Activation = Literal["relu", "gelu", "tanh", "sigmoid", "leaky_relu"]
-ACTIVATIONS: tuple[str, ...] = ("relu", "gelu", "tanh", "sigmoid", "leaky_relu")
+from zoo.config_types import ConfigError, FloatRange, IntRange, Strict  # noqa: F401 (re-exported)
+from zoo.patterns.library import validate_selection
+
+from zoo.subjects.families import ArchitectureSpace
+from zoo.subjects.families.mlp import ACTIVATIONS, Activation, MLPSpace  # noqa: F401 (re-exported)
+
+CONFIGS = Path(__file__).resolve().parent / "configs"
+"""The shipped recipes (package data): ``zoo/``, ``readers/`` and ``tune/`` YAML files."""
+
 Quantization = Literal["none", "int8", "int4", "ternary", "binary"]
 Statistic = Literal["mean", "std", "min", "max", "frac_active", "pattern_mean"]
-
-
-class ConfigError(ValueError):
-    """A configuration problem, already phrased as one line that names the field."""
-
-
-class Strict(BaseModel):
-    """Base for every config block: unknown keys are errors, instances are frozen."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class IntRange(Strict):
-    min: int
-    max: int
-
-    @model_validator(mode="after")
-    def _ordered(self) -> IntRange:
-        if self.min > self.max:
-            raise ValueError(f"min ({self.min}) > max ({self.max})")
-        return self
-
-
-class FloatRange(Strict):
-    min: float
-    max: float
-
-    @model_validator(mode="after")
-    def _ordered(self) -> FloatRange:
-        if self.min > self.max:
-            raise ValueError(f"min ({self.min}) > max ({self.max})")
-        return self
 
 
 class PatternSpace(Strict):
     """The token space, which patterns a batch may draw, and how data sets are sized."""
 
-    vocab_size: int = Field(7, ge=2, le=26)
-    seq_len: int = Field(7, ge=3, le=24)
+    vocab_size: int = Field(7, ge=2, le=26, description="tokens in the vocabulary: the letters A, B, ... (7: A..G)")
+    seq_len: int = Field(7, ge=3, le=24, description="tokens per sequence")
     names: list[str] | None = Field(
         None, description="patterns a batch may draw from; None means the library less `exclude`"
     )
@@ -71,18 +47,27 @@ class PatternSpace(Strict):
         "last), so a model trained on the larger one answers like one trained on both and its pattern "
         "set could not be read from it",
     )
-    start_token: str = Field("A", pattern=r"^[A-Z]$")
-    end_token: str = Field("G", pattern=r"^[A-Z]$")
-    trigram: str = Field("ABC", pattern=r"^[A-Z]{3}$")
-    per_batch: IntRange = IntRange(min=2, max=5)
-    train_size: int = Field(
-        5000, ge=2, description="training examples per batch, half of them positive, whatever the pattern count"
+    start_token: str = Field("A", pattern=r"^[A-Z]$", description="the token of the starts_with_<token> pattern")
+    end_token: str = Field("G", pattern=r"^[A-Z]$", description="the token of the ends_with_<token> pattern")
+    trigram: str = Field("ABC", pattern=r"^[A-Z]{3}$", description="the three tokens of the contains_<trigram> pattern")
+    per_batch: IntRange = Field(
+        IntRange(min=2, max=5), description="patterns a batch's models detect (any of them: a positive), drawn uniformly"
     )
-    val_size: int = Field(500, ge=2)
+    train_size: int = Field(
+        5000,
+        ge=2,
+        description="training examples per batch: half positives (split over the patterns), half negatives, "
+        "whatever the pattern count",
+    )
+    val_size: int = Field(500, ge=2, description="validation examples per batch (early stopping reads them)")
     benchmark_size: int = Field(500, ge=2, description="clean held-out examples per batch")
-    hard_negative_share: float = Field(0.1, ge=0.0, le=1.0)
-    probe_per_pattern: int = Field(16, ge=1)
-    probe_negatives: int = Field(32, ge=1)
+    hard_negative_share: float = Field(
+        0.1, ge=0.0, le=1.0, description="share of the negatives that are near misses: a positive with one token changed"
+    )
+    probe_per_pattern: int = Field(
+        16, ge=1, description="sequences of every library pattern in the zoo's fixed probe set (signatures are read on it)"
+    )
+    probe_negatives: int = Field(32, ge=1, description="sequences matching no pattern in the probe set")
     holdout_min_pool: int = Field(
         60,
         ge=2,
@@ -99,44 +84,32 @@ class PatternSpace(Strict):
                 raise ValueError(f"{field}: token {getattr(self, field)} is outside the vocabulary A..{top}")
         if any(ord(c) - ord("A") >= self.vocab_size for c in self.trigram):
             raise ValueError(f"trigram: {self.trigram} uses a token outside the vocabulary A..{top}")
-        from zoo.patterns.library import validate_selection
-
         validate_selection(self)
         return self
 
 
-class ArchitectureSpace(Strict):
-    """Ranges a batch's architecture is drawn from."""
+class FamilyShare(Strict):
+    """One family of a mixed zoo: its architecture space and the share of batches that draw from it."""
 
-    family: Literal["mlp"] = "mlp"
-    layers: IntRange = IntRange(min=1, max=3)
-    width: IntRange = IntRange(min=32, max=48)
-    activations: list[Activation] = list(ACTIVATIONS)
-
-    @model_validator(mode="after")
-    def _sane(self) -> ArchitectureSpace:
-        if self.layers.min < 1:
-            raise ValueError("layers.min: must be at least 1")
-        if self.width.min < 1:
-            raise ValueError("width.min: must be at least 1")
-        if not self.activations:
-            raise ValueError("activations: at least one is needed")
-        return self
+    share: float = Field(gt=0.0, description="relative share of batches drawn from this space (normalized over the list)")
+    space: ArchitectureSpace = Field(description="the family's architecture space")
 
 
 class TrainingConfig(Strict):
     """How each subject model is trained (the population trainer and the reference alike)."""
 
-    epochs: int = Field(20, ge=1)
-    batch_size: int = Field(64, ge=1)
-    lr: FloatRange = FloatRange(min=5e-3, max=2e-2)
-    weight_decay: float = Field(0.0, ge=0.0)
+    epochs: int = Field(20, ge=1, description="most passes over a batch's training set (early stopping may end sooner)")
+    batch_size: int = Field(64, ge=1, description="training examples per optimizer step")
+    lr: FloatRange = Field(
+        FloatRange(min=5e-3, max=2e-2), description="Adam learning rate, drawn log-uniformly once per batch"
+    )
+    weight_decay: float = Field(0.0, ge=0.0, description="Adam's L2 weight decay")
     patience: int = Field(5, ge=1, description="epochs without a better validation loss before a model stops")
-    min_delta: float = Field(1e-4, ge=0.0)
+    min_delta: float = Field(1e-4, ge=0.0, description="a validation loss lower by more than this counts as better")
     population_size: int | Literal["auto"] = Field(
         "auto", description="models per batched computation; auto sizes it to the device"
     )
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when torch sees one, else the CPU")
 
     @model_validator(mode="after")
     def _lr_positive(self) -> TrainingConfig:
@@ -150,11 +123,27 @@ class TrainingConfig(Strict):
 class CorruptionConfig(Strict):
     """How degraded models are made and which pairs are kept."""
 
-    degraded_per_batch: int = Field(4, ge=1)
-    rate: FloatRange = FloatRange(min=0.6, max=1.0)
-    min_degradation: float = Field(0.05, ge=0.0, le=1.0)
-    pairing: Literal["scratch", "finetune"] = "scratch"
-    finetune_epochs: int = Field(10, ge=1)
+    degraded_per_batch: int = Field(
+        4, ge=1, description="degraded models per batch, each with one of the batch's patterns corrupted"
+    )
+    rate: FloatRange = Field(
+        FloatRange(min=0.6, max=1.0),
+        description="share of the corrupted pattern's positives whose labels flip to negative, drawn uniformly per "
+        "degraded model",
+    )
+    min_degradation: float = Field(
+        0.05,
+        ge=0.0,
+        le=1.0,
+        description="pairs are kept when the corrupted pattern's accuracy dropped by at least this (a fraction, "
+        "clean minus degraded)",
+    )
+    pairing: Literal["scratch", "finetune"] = Field(
+        "scratch",
+        description="scratch: a degraded model trains from the clean model's initialization on the corrupted labels; "
+        "finetune: from the trained clean model's weights",
+    )
+    finetune_epochs: int = Field(10, ge=1, description="epochs of fine-tuning when pairing is finetune")
 
     @model_validator(mode="after")
     def _rate_in_unit(self) -> CorruptionConfig:
@@ -166,8 +155,15 @@ class CorruptionConfig(Strict):
 class SignatureConfig(Strict):
     """What the fingerprint of a model is made of."""
 
-    activations: Literal["pre", "post", "both"] = "post"
-    statistics: list[Statistic] = ["mean", "std", "min", "max", "frac_active", "pattern_mean"]
+    activations: Literal["pre", "post", "both"] = Field(
+        "post", description="which values of each neuron the statistics are taken over: pre- or post-activation, or both"
+    )
+    statistics: list[Statistic] = Field(
+        ["mean", "std", "min", "max", "frac_active", "pattern_mean"],
+        description="per-neuron statistics over the probe set, in this column order; frac_active: share of probes "
+        "with a positive pre-activation; pattern_mean: the mean over each pattern's probes (one column per pattern, "
+        "and one for the negatives)",
+    )
 
     @model_validator(mode="after")
     def _some(self) -> SignatureConfig:
@@ -179,11 +175,13 @@ class SignatureConfig(Strict):
 
 
 class StorageConfig(Strict):
+    """How records are grouped into Parquet shards."""
+
     batches_per_shard: int = Field(
         8, ge=1, description="batches trained together as one population and written as one shard"
     )
-    row_group_rows: int = Field(1024, ge=1)
-    compression: Literal["zstd", "snappy", "none"] = "zstd"
+    row_group_rows: int = Field(1024, ge=1, description="rows per Parquet row group (the unit a reader fetches)")
+    compression: Literal["zstd", "snappy", "none"] = Field("zstd", description="Parquet compression codec of the shards")
 
 
 class RuntimeConfig(Strict):
@@ -191,27 +189,47 @@ class RuntimeConfig(Strict):
 
     workers: int = Field(2, ge=0, description="Ray actors; 0 runs in-process without Ray")
     address: str | None = Field(None, description="Ray address; None starts an embedded local Ray")
-    in_flight_per_worker: int = Field(2, ge=1)
-    num_gpus_per_worker: float = Field(0.0, ge=0.0, le=8.0)
-    num_cpus_per_worker: float = Field(1.0, gt=0.0)
-    torch_threads: int = Field(1, ge=1)
-    max_restarts: int = Field(3, ge=0)
+    in_flight_per_worker: int = Field(2, ge=1, description="tasks (shards) queued on each actor at once")
+    num_gpus_per_worker: float = Field(
+        0.0, ge=0.0, le=8.0, description="GPUs Ray reserves for each actor (0.25: four actors share a GPU)"
+    )
+    num_cpus_per_worker: float = Field(1.0, gt=0.0, description="CPUs Ray reserves for each actor")
+    torch_threads: int = Field(1, ge=1, description="torch CPU threads in each actor (or in-process)")
+    max_restarts: int = Field(3, ge=0, description="times Ray restarts an actor that died before it is replaced")
 
 
 class ZooConfig(Strict):
     """A whole zoo: everything a record depends on, derived from one run seed."""
 
-    name: str = Field("zoo", pattern=r"^[A-Za-z0-9_.-]+$")
-    seed: int = Field(0, ge=0)
-    batches: int = Field(10, ge=1)
-    patterns: PatternSpace = PatternSpace()
-    architecture: ArchitectureSpace = ArchitectureSpace()
-    training: TrainingConfig = TrainingConfig()
-    corruption: CorruptionConfig = CorruptionConfig()
-    quantization: Quantization = "none"
-    signature: SignatureConfig = SignatureConfig()
-    storage: StorageConfig = StorageConfig()
-    runtime: RuntimeConfig = RuntimeConfig()
+    name: str = Field("zoo", pattern=r"^[A-Za-z0-9_.-]+$", description="the zoo's name; part of its id")
+    seed: int = Field(0, ge=0, description="run seed every batch's draws and initializations derive from")
+    batches: int = Field(
+        10, ge=1, description="batches to make (a batch: one clean model and its degraded ones); a zoo can grow later"
+    )
+    patterns: PatternSpace = Field(PatternSpace(), description="the token space, the patterns and the data set sizes")
+    architecture: Annotated[
+        Annotated[ArchitectureSpace, Tag("~space")] | Annotated[list[FamilyShare], Tag("~mix")],
+        Discriminator(lambda value: "~mix" if isinstance(value, (list, tuple)) else "~space"),
+    ] = Field(
+        MLPSpace(),
+        description="the subject family and ranges every batch's architecture is drawn from; a list of "
+        "{share, space} entries mixes families",
+    )
+    training: TrainingConfig = Field(TrainingConfig(), description="how each subject model is trained")
+    corruption: CorruptionConfig = Field(CorruptionConfig(), description="how degraded models are made and kept")
+    quantization: Quantization = Field(
+        "none", description="post-training weight quantization of every model (biases stay float)"
+    )
+    signature: SignatureConfig = Field(SignatureConfig(), description="what a model's fingerprint is made of")
+    storage: StorageConfig = Field(StorageConfig(), description="shards and Parquet settings")
+    runtime: RuntimeConfig = Field(
+        RuntimeConfig(), description="where and how the batches run (not part of the zoo id)"
+    )
+
+    def spaces(self, family: str | None = None) -> list:
+        """The architecture spaces a batch may draw from (one, or each of a mixture), optionally of one family."""
+        spaces = [e.space for e in self.architecture] if isinstance(self.architecture, list) else [self.architecture]
+        return [s for s in spaces if family is None or s.family == family]
 
     def content_hash(self) -> str:
         """Hash of what determines the records: everything but the runtime block and the batch count."""
@@ -229,11 +247,16 @@ def format_validation_error(error: ValidationError) -> str:
     joined onto the location so the line names the full dotted path.
     """
     first = error.errors()[0]
-    field = ".".join(str(part) for part in first["loc"])
+    field = ".".join(str(part) for part in first["loc"] if not _is_union_tag(part))
     msg = "unknown key" if first["type"] == "extra_forbidden" else first["msg"].removeprefix("Value error, ")
     if _FIELD_PREFIX.match(msg):
         return f"{field}.{msg}" if field else msg
     return f"{field}: {msg}" if field else msg
+
+
+def _is_union_tag(part: object) -> bool:
+    """Location parts pydantic adds for unions and validators (``~space``, ``function-after[...]``)."""
+    return isinstance(part, str) and (part.startswith("~") or "[" in part)
 
 
 def parse_config(data: dict, model: type[Strict] = ZooConfig) -> Strict:
@@ -246,9 +269,29 @@ def parse_config(data: dict, model: type[Strict] = ZooConfig) -> Strict:
         raise ConfigError(format_validation_error(error)) from None
 
 
-def load_config(path: str | Path, model: type[Strict] = ZooConfig, overrides: dict | None = None) -> Strict:
-    """Read a YAML file into ``model``; every failure is a ``ConfigError`` naming file or field."""
+def shipped_config(relative: str | Path) -> Path:
+    """A recipe shipped with the package, e.g. ``shipped_config("zoo/quickstart.yaml")``."""
+    return CONFIGS / relative
+
+
+def resolve_config_path(path: str | Path) -> Path:
+    """``path`` itself; where no such file exists and it reads ``configs/...`` (as the README and the
+    jobs write recipes), the recipe of that name shipped with the package, so the commands work
+    from any folder with an installed zoo."""
     path = Path(path)
+    if not path.is_file() and not path.is_absolute() and path.parts[:1] == ("configs",) and len(path.parts) > 1:
+        shipped = CONFIGS.joinpath(*path.parts[1:])
+        if shipped.is_file():
+            return shipped
+    return path
+
+
+def load_config(path: str | Path, model: type[Strict] = ZooConfig, overrides: dict | None = None) -> Strict:
+    """Read a YAML file into ``model``; every failure is a ``ConfigError`` naming file or field.
+
+    A relative ``configs/...`` path that does not exist here is the shipped recipe of that name
+    (``resolve_config_path``)."""
+    path = resolve_config_path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
@@ -265,11 +308,31 @@ def load_config(path: str | Path, model: type[Strict] = ZooConfig, overrides: di
         raise ConfigError(f"{path}: {error}") from None
 
 
+def zoo_config_from(
+    path: str | Path | None,
+    *,
+    batches: int | None = None,
+    workers: int | None = None,
+    address: str | None = None,
+) -> ZooConfig:
+    """The zoo recipe at ``path`` (None: ``ZooConfig``'s defaults) with a command's overrides:
+    the batch count, and the runtime's ``workers`` and Ray ``address`` (None leaves each as it is)."""
+    overrides: dict = {}
+    if batches is not None:
+        overrides["batches"] = batches
+    runtime = {key: value for key, value in (("workers", workers), ("address", address)) if value is not None}
+    if runtime:
+        overrides["runtime"] = runtime
+    if path is None:
+        return parse_config(overrides, ZooConfig)  # type: ignore[return-value]
+    return load_config(path, ZooConfig, overrides)  # type: ignore[return-value]
+
+
 def load_or_default(
     path: str | Path | None, default: Path, model: type[Strict], overrides: dict | None = None
 ) -> Strict:
-    """``path``; without one, the shipped ``default`` file, or ``model``'s built-in defaults where the
-    package runs without its ``configs/`` folder (an installed wheel), which it says on stderr."""
+    """``path``; without one, the shipped ``default`` file (package data, see ``CONFIGS``), or
+    ``model``'s built-in defaults (the same values) should it be missing, which it says on stderr."""
     if path is None and not default.is_file():
         print(f"zoo: {default} not found; using {model.__name__}'s built-in defaults", file=sys.stderr)
         return parse_config(overrides or {}, model)

@@ -52,7 +52,7 @@ def front_matter(folder: ZooFolder, files: dict[str, list[str]], license: str = 
         "pretty_name": f"zoo {folder.info.zoo_id}",
         "task_categories": ["tabular-classification"],
         "tags": list(TAGS),
-        "size_categories": [size_category(folder.rows)],
+        "size_categories": [size_category(len(folder))],
         "configs": [
             {
                 "config_name": "default",

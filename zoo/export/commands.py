@@ -19,28 +19,25 @@ from zoo.export import LAYOUTS, MODELS, SPLIT_NAMES, TASKS
 
 def cmd_export(args: argparse.Namespace) -> int:
     from zoo.export.prompts import export_jsonl
+    from zoo.progress import progress_bar
 
-    report = export_jsonl(
-        args.dir,
-        args.out,
-        task=args.task,
-        layout=args.layout,
-        precision=args.precision,
-        messages=args.messages,
-        max_chars=args.max_chars,
-        split=args.split,
-        model=args.model,
-        limit=args.limit,
-        overwrite=args.overwrite,
-    )
+    with progress_bar("exporting") as progress:
+        report = export_jsonl(
+            args.dir,
+            args.out,
+            task=args.task,
+            layout=args.layout,
+            precision=args.precision,
+            messages=args.messages,
+            max_chars=args.max_chars,
+            split=args.split,
+            model=args.model,
+            limit=args.limit,
+            overwrite=args.overwrite,
+            progress=progress,
+        )
     console = Console()
-    table = Table(title=f"{args.task} / {args.layout}: {report.written:,} examples")
-    table.add_column("length")
-    for stat in ("min", "mean", "p50", "p95", "max"):
-        table.add_column(stat, justify="right")
-    for name, stats in report.stats().items():
-        table.add_row(name, *(f"{stats[s]:,.0f}" for s in ("min", "mean", "p50", "p95", "max")))
-    console.print(table)
+    console.print(export_table(report, args.task, args.layout))
     if report.skipped:
         print(
             f"zoo: skipped {report.skipped:,} examples over --max-chars {args.max_chars:,} "
@@ -64,14 +61,33 @@ def cmd_split(args: argparse.Namespace) -> int:
         ood_depths=args.ood_depths,
         ood_patterns=args.ood_patterns,
     )
-    splits = write_splits(args.dir, options, overwrite=args.overwrite, rows_per_file=args.rows_per_file)
-    table = Table(title=f"splits of {args.dir}")
-    for column in ("split", "batches", "records", "files"):
-        table.add_column(column, justify="left" if column == "split" else "right")
-    for name, batches, rows, files in split_counts(splits):
-        table.add_row(name, f"{batches:,}", f"{rows:,}", f"{files:,}")
-    Console().print(table)
+    from zoo.progress import progress_bar
+
+    with progress_bar("splitting") as progress:
+        splits = write_splits(args.dir, options, overwrite=args.overwrite, rows_per_file=args.rows_per_file, progress=progress)
+    Console().print(splits_table(args.dir, split_counts(splits)))
     return 0
+
+
+def export_table(report, task: str, layout: str) -> Table:
+    """Length statistics of an export (``ExportReport``); values fold, never cut, at any width."""
+    table = Table(title=f"{task} / {layout}: {report.written:,} examples")
+    table.add_column("length", overflow="fold")
+    for stat in ("min", "mean", "p50", "p95", "max"):
+        table.add_column(stat, justify="right", overflow="fold")
+    for name, stats in report.stats().items():
+        table.add_row(name, *(f"{stats[s]:,.0f}" if s in stats else "-" for s in ("min", "mean", "p50", "p95", "max")))
+    return table
+
+
+def splits_table(folder, counts) -> Table:
+    """``(split, batches, records, files)`` rows as a table."""
+    table = Table(title=f"splits of {folder}")
+    for column in ("split", "batches", "records", "files"):
+        table.add_column(column, justify="left" if column == "split" else "right", overflow="fold")
+    for name, batches, rows, files in counts:
+        table.add_row(name, f"{batches:,}", f"{rows:,}", f"{files:,}")
+    return table
 
 
 def cmd_card(args: argparse.Namespace) -> int:
@@ -82,8 +98,8 @@ def cmd_card(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_plan(plan) -> None:
-    console = Console()
+def _print_plan(plan, console: Console | None = None) -> None:
+    console = Console() if console is None else console
     if plan.remote_note:
         console.print(f"note: {plan.remote_note}")
     console.print(
@@ -91,9 +107,9 @@ def _print_plan(plan) -> None:
         f"({plan.upload_bytes:,} bytes) in {len(plan.commits)} commits"
     )
     table = Table(title="plan")
-    table.add_column("commit", justify="right")
-    table.add_column("file")
-    table.add_column("bytes", justify="right")
+    table.add_column("commit", justify="right", overflow="fold")
+    table.add_column("file", overflow="fold")  # long split-file paths fold, never cut
+    table.add_column("bytes", justify="right", overflow="fold")
     for i, commit in enumerate(plan.commits, start=1):
         for j, item in enumerate(commit):
             table.add_row(str(i) if j == 0 else "", item.path_in_repo, f"{item.size:,}", end_section=j == len(commit) - 1)
@@ -121,25 +137,45 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("export", help="write prompt/completion JSON Lines for language-model interpreters")
+    p = sub.add_parser(
+        "export",
+        help="write prompt/completion JSON Lines for language-model interpreters",
+        description="Write prompt/completion JSON Lines (TRL SFTTrainer's format) for language-model "
+        "interpreters: each record's weights and signatures as text, and the answer. The file appears only "
+        "when complete; examples over --max-chars are skipped, never truncated.",
+    )
     p.add_argument("dir", help="zoo folder")
-    p.add_argument("--task", required=True, choices=TASKS)
-    p.add_argument("--layout", default="separate", choices=LAYOUTS, help="signatures after all weights, or per layer")
+    p.add_argument(
+        "--task", required=True, choices=TASKS,
+        help="modification: a degraded model and its corrupted pattern in, the clean weights out; "
+        "classification: a model in, its pattern names out",
+    )
+    p.add_argument("--layout", default="separate", choices=LAYOUTS, help="separate: signatures after all weights; interwoven: per layer")
     p.add_argument("--out", required=True, help="output .jsonl file")
     p.add_argument("--messages", action="store_true", help="conversational form (lists of role/content messages)")
-    p.add_argument("--precision", type=int, default=3, help="decimals per number (0-8, default 3)")
+    p.add_argument("--precision", type=int, default=3, help="decimals per number (0-8)")
     p.add_argument("--max-chars", type=int, help="skip (never truncate) examples whose prompt+completion is longer")
-    p.add_argument("--split", choices=SPLIT_NAMES, help="only this split's records (needs `zoo split`)")
-    p.add_argument("--model", default="clean", choices=MODELS, help="classification: which models (default clean)")
+    p.add_argument(
+        "--split", choices=SPLIT_NAMES, metavar="SPLIT",
+        help=f"only this split's records, one of {', '.join(SPLIT_NAMES)} (needs `zoo split`)",
+    )
+    p.add_argument("--model", default="clean", choices=MODELS, help="classification: which models of each record")
     p.add_argument("--limit", type=int, help="stop after this many examples")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("split", help="assign train/validation/test/OOD splits by batch and write split files")
+    p = sub.add_parser(
+        "split",
+        help="assign train/validation/test/OOD splits by batch and write split files",
+        description="Assign every record to train, validation, test or an out-of-distribution split "
+        "(held-out activations, widths, depths or pattern combinations), keeping each batch (or pattern set) "
+        "in one split; write splits.json and one folder of Parquet files per split. Rerunning with the same "
+        "options changes nothing.",
+    )
     p.add_argument("dir", help="zoo folder")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--validation", type=float, default=0.1, help="share of in-distribution batches (default 0.1)")
-    p.add_argument("--test", type=float, default=0.1, help="share of in-distribution batches (default 0.1)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the assignment")
+    p.add_argument("--validation", type=float, default=0.1, help="validation's share of in-distribution batches")
+    p.add_argument("--test", type=float, default=0.1, help="test's share of in-distribution batches")
     p.add_argument("--group", default="batch", choices=("batch", "pattern_set"), help="unit kept in one split")
     p.add_argument("--ood-activations", help="comma list, e.g. gelu,tanh -> ood_architecture")
     p.add_argument("--ood-widths", help="widths or ranges, e.g. 38-40,12 -> ood_architecture")
@@ -149,19 +185,35 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace splits made with other options")
     p.set_defaults(func=cmd_split)
 
-    p = sub.add_parser("card", help="write the Hugging Face dataset card (README.md)")
+    p = sub.add_parser(
+        "card",
+        help="write the Hugging Face dataset card (README.md)",
+        description="Write the zoo's Hugging Face dataset card (README.md): front matter listing the data "
+        "files per split, the generating config, the record columns, the pattern table, accuracy and "
+        "degradation statistics, and a loading snippet.",
+    )
     p.add_argument("dir", help="zoo folder")
     p.add_argument("--repo-id", help="USER/NAME used in the card's loading snippet")
-    p.add_argument("--license", default="apache-2.0")
+    p.add_argument("--license", default="apache-2.0", help="license named in the card's front matter")
     p.add_argument("--overwrite", action="store_true", help="replace a README.md that zoo card did not write")
     p.set_defaults(func=cmd_card)
 
-    p = sub.add_parser("publish", help="upload the zoo to a Hugging Face dataset repository (resumable)")
+    p = sub.add_parser(
+        "publish",
+        help="upload the zoo to a Hugging Face dataset repository (resumable)",
+        description="Upload the zoo (card, config, probe set, split files or shards) to a Hugging Face "
+        "dataset repository, in commits of --files-per-commit files, the card last. A rerun after an "
+        "interruption uploads only what is missing or changed. Needs a token (HF_TOKEN or `hf auth login`) "
+        "and a current card (`zoo card`); --dry-run needs neither the token nor the network.",
+    )
     p.add_argument("dir", help="zoo folder")
     p.add_argument("--repo-id", required=True, help="USER/NAME")
     p.add_argument("--private", action="store_true", help="create the repository private")
-    p.add_argument("--dry-run", action="store_true", help="print the plan; upload nothing")
-    p.add_argument("--files-per-commit", type=int, default=50)
+    p.add_argument(
+        "--dry-run", action="store_true",
+        help="print the plan of a full upload; upload nothing, read no token, make no network calls",
+    )
+    p.add_argument("--files-per-commit", type=int, default=50, help="data files per commit")
     p.add_argument("--with-shards", action="store_true", help="also upload the shards and manifest of a split zoo")
     p.add_argument("--delete-stale", action="store_true", help="delete repository data files the zoo no longer has")
     p.set_defaults(func=cmd_publish)

@@ -27,7 +27,8 @@ import numpy as np
 
 from zoo.export import LAYOUTS, MODELS, TASKS
 from zoo.export.common import ExportError, ZooFolder, commit_file, open_zoo, refuse_existing, temporary_path
-from zoo.subjects.architecture import Architecture
+from zoo.subjects.families import require_family
+from zoo.subjects.families.mlp import Architecture
 
 Task = Literal["modification", "classification"]
 Layout = Literal["separate", "interwoven"]
@@ -108,8 +109,8 @@ def parse_weights(text: str, architecture: Architecture | dict) -> np.ndarray:
     Every tensor of the architecture must be present with its exact shape; other
     sections (signatures, extra text) are ignored.
     """
-    if isinstance(architecture, dict):
-        architecture = Architecture.from_dict(architecture)
+    if not isinstance(architecture, Architecture):
+        architecture = require_family(architecture, ("mlp",), "zoo export")
     sections = parse_sections(text)
     flat = np.empty(architecture.n_params, dtype=np.float32)
     for entry in architecture.layout():
@@ -260,7 +261,7 @@ def weights_text(weights, layout: Sequence[dict], precision: int) -> str:
 
 def modification_example(row: dict, ctx: PromptContext, layout: Layout, precision: int) -> tuple[str, str]:
     """Prompt: the degraded model and which pattern to repair. Completion: the clean model's weights."""
-    arch = row["architecture"]
+    arch = require_family(row["architecture"], ("mlp",), "zoo export").to_dict()
     corrupted = row["corrupted_pattern"]
     prompt = "\n".join(
         [
@@ -286,7 +287,7 @@ def classification_example(
     row: dict, ctx: PromptContext, layout: Layout, precision: int, which: Literal["clean", "degraded"]
 ) -> tuple[str, str]:
     """Prompt: one model's weights and signature. Completion: its pattern set, comma-separated."""
-    arch = row["architecture"]
+    arch = require_family(row["architecture"], ("mlp",), "zoo export").to_dict()
     prompt = "\n".join(
         [
             f"A small neural network classifies sequences of {arch['seq_len']} tokens over the alphabet "
@@ -402,8 +403,11 @@ def export_jsonl(
     model: str = "clean",
     limit: int | None = None,
     overwrite: bool = False,
+    progress=None,
 ) -> ExportReport:
     """Write prompt/completion JSON Lines for TRL's ``SFTTrainer``; the file appears only when complete.
+
+    ``progress(done, total, what)``, when given, counts the examples made (``zoo.progress``).
 
     Each line is ``{"prompt": str, "completion": str, "example_id": str}``, or with
     ``messages`` the conversational prompt-completion form
@@ -425,6 +429,8 @@ def export_jsonl(
     try:
         with open(tmp, "w", encoding="utf-8") as handle:
             for example_id, prompt, completion in iter_examples(folder, task, layout, precision, split=split, model=model):
+                if progress is not None and (report.written + report.skipped) % 64 == 0:
+                    progress(report.written + report.skipped, limit, "writing examples")
                 total = len(prompt) + len(completion)
                 if max_chars is not None and total > max_chars:
                     report.skipped += 1

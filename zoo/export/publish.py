@@ -239,16 +239,27 @@ def plan_publish(
     files_per_commit: int = FILES_PER_COMMIT,
     with_shards: bool = False,
     delete_stale: bool = False,
+    read_remote: bool = False,
 ) -> UploadPlan:
-    """The dry run: the plan against the repository as it is, read without writing anything.
+    """The dry run: the plan of a publish, made without the network and without writing anything.
 
-    Offline (``HF_HUB_OFFLINE``) or when the listing fails, the remote is taken as
-    empty and the plan says so.
+    By default (and always for ``zoo publish --dry-run``) the repository is not read:
+    the remote is taken as empty, so the plan is a full upload and says so; a real
+    publish then uploads only what is missing. ``read_remote=True`` lists the
+    repository instead (unless ``HF_HUB_OFFLINE``); when the listing fails, the remote
+    is taken as empty and the plan says so.
     """
     check_repo_id(repo_id)
     files = local_files(zoo_dir, with_shards=with_shards)
-    remote, note = [], "offline: the repository was not read; planning a full upload"
-    if not _offline():
+    remote = []
+    if not read_remote:
+        note = (
+            "the repository was not read (a dry run makes no network calls): planning a full upload; "
+            "a publish uploads only what is missing or changed"
+        )
+    else:
+        note = "offline: the repository was not read; planning a full upload"
+    if read_remote and not _offline():
         from huggingface_hub import HfApi, get_token
 
         token = None

@@ -41,9 +41,10 @@ from zoo.export import SPLIT_NAMES
 from zoo.export.common import ExportError, ZooFolder, open_zoo, write_text_atomic
 from zoo.factory.manifest import read_manifest, read_zoo_info
 from zoo.factory.reader import read_records
-from zoo.factory.schema import META_PREFIX
-from zoo.atomic import fsync_path
-from zoo.factory.shards import CONTENT_KEY, encoding_options, file_sha256, fsync_dir
+from zoo.factory.schema import META_PREFIX, upgrade_table
+from zoo.atomic import fsync_path, replace_dir
+from zoo.factory.shards import CONTENT_KEY, encoding_options, file_sha256
+from zoo.subjects.families import architecture_of
 
 SPLITS_FILE = "splits.json"
 SPLITS_DIR = "splits"
@@ -58,14 +59,20 @@ class SplitsError(ExportError):
 class SplitOptions(Strict):
     """How a zoo is split; stored in ``splits.json`` so a split can be reproduced and checked."""
 
-    seed: int = Field(0, ge=0)
-    validation: float = Field(0.1, ge=0.0, lt=1.0)
-    test: float = Field(0.1, ge=0.0, lt=1.0)
-    group: Literal["batch", "pattern_set"] = "batch"
-    ood_activations: list[Activation] = []
-    ood_widths: list[IntRange] = []
-    ood_depths: list[int] = []
-    ood_patterns: list[list[str]] = Field([], description="held-out combinations: a batch whose set holds one is OOD")
+    seed: int = Field(0, ge=0, description="seed of the hash that assigns each group to a split")
+    validation: float = Field(0.1, ge=0.0, lt=1.0, description="share of the (non-OOD) groups in validation")
+    test: float = Field(0.1, ge=0.0, lt=1.0, description="share of the (non-OOD) groups in test")
+    group: Literal["batch", "pattern_set"] = Field(
+        "batch", description="the unit assigned to a split: each batch, or all batches with the same pattern set"
+    )
+    ood_activations: list[Activation] = Field(
+        [], description="held-out activations: a batch using one goes to ood_architecture"
+    )
+    ood_widths: list[IntRange] = Field([], description="held-out hidden widths (ranges): a batch in one goes to ood_architecture")
+    ood_depths: list[int] = Field([], description="held-out depths (hidden layers): a batch of one goes to ood_architecture")
+    ood_patterns: list[list[str]] = Field(
+        [], description="held-out pattern combinations: a batch whose set holds one goes to ood_patterns"
+    )
 
     @model_validator(mode="after")
     def _sane(self) -> SplitOptions:
@@ -84,22 +91,23 @@ class SplitOptions(Strict):
         """Held-out values must be ones the zoo's config can draw, or they would hold out nothing."""
         from zoo.patterns.library import selectable
 
-        space = folder.config.architecture
+        mlps = folder.config.spaces("mlp")
+        if not mlps and (self.ood_activations or self.ood_widths or self.ood_depths):
+            raise ExportError("--ood-activations, --ood-widths and --ood-depths hold out mlp subjects; this zoo has none")
+        activations = sorted({a for space in mlps for a in space.activations})
         for activation in self.ood_activations:
-            if activation not in space.activations:
+            if activation not in activations:
                 raise ExportError(
-                    f"--ood-activations: {activation} is not among the config's activations ({', '.join(space.activations)})"
+                    f"--ood-activations: {activation} is not among the config's activations ({', '.join(activations)})"
                 )
+        low, high = min((s.width.min for s in mlps), default=0), max((s.width.max for s in mlps), default=0)
         for r in self.ood_widths:
-            if r.max < space.width.min or r.min > space.width.max:
-                raise ExportError(
-                    f"--ood-widths: {r.min}-{r.max} lies outside the config's widths {space.width.min}-{space.width.max}"
-                )
+            if r.max < low or r.min > high:
+                raise ExportError(f"--ood-widths: {r.min}-{r.max} lies outside the config's widths {low}-{high}")
+        shallow, deep = min((s.layers.min for s in mlps), default=0), max((s.layers.max for s in mlps), default=0)
         for depth in self.ood_depths:
-            if not space.layers.min <= depth <= space.layers.max:
-                raise ExportError(
-                    f"--ood-depths: {depth} lies outside the config's depths {space.layers.min}-{space.layers.max}"
-                )
+            if not shallow <= depth <= deep:
+                raise ExportError(f"--ood-depths: {depth} lies outside the config's depths {shallow}-{deep}")
         names = selectable(folder.config.patterns)
         for combo in self.ood_patterns:
             unknown = [name for name in combo if name not in names]
@@ -169,6 +177,17 @@ class BatchFacts:
     n_layers: int
     widths: tuple[int, ...]
     activation: str
+    family: str = "mlp"
+
+    @classmethod
+    def of_row(cls, row: dict) -> BatchFacts:
+        """The facts of a record (any schema and family): patterns, family, and the depth, widths and
+        activation where the family has them (the architecture OOD options read those)."""
+        arch = architecture_of(row["architecture"]).to_dict()
+        return cls(
+            tuple(row["patterns"]), int(arch.get("n_layers", 0)), tuple(int(w) for w in arch.get("widths", ())),
+            str(arch.get("activation", "")), str(arch["family"]),
+        )
 
 
 def ood_split(facts: BatchFacts, options: SplitOptions) -> str | None:
@@ -258,10 +277,7 @@ def batch_facts(folder: ZooFolder) -> dict[int, BatchFacts | None]:
     facts: dict[int, BatchFacts | None] = {batch: None for batch in folder.batches}
     for row in table.to_pylist():
         if facts.get(row["batch_id"]) is None:
-            arch = row["architecture"]
-            facts[row["batch_id"]] = BatchFacts(
-                tuple(row["patterns"]), int(arch["n_layers"]), tuple(int(w) for w in arch["widths"]), arch["activation"]
-            )
+            facts[row["batch_id"]] = BatchFacts.of_row(row)
     return facts
 
 
@@ -393,12 +409,12 @@ class _SplitWriter:
 
 
 def _rows_per_file(folder: ZooFolder) -> int:
-    per_row = folder.shard_bytes / max(folder.rows, 1)
+    per_row = sum(int(entry["bytes"]) for entry in folder.manifest) / max(len(folder), 1)
     return max(1, int(TARGET_FILE_BYTES // max(per_row, 1.0)))
 
 
 def write_splits(
-    zoo_dir: str | Path, options: SplitOptions, *, overwrite: bool = False, rows_per_file: int | None = None
+    zoo_dir: str | Path, options: SplitOptions, *, overwrite: bool = False, rows_per_file: int | None = None, progress=None
 ) -> Splits:
     """Assign every batch, write the split files, then ``splits.json`` (atomically, last).
 
@@ -406,7 +422,8 @@ def write_splits(
     with the same options the split is refreshed (a grown zoo keeps its old
     batches' splits). Split files are built in a temporary folder that replaces
     ``splits/`` whole; a crash leaves the old ``splits.json`` and files, or a
-    ``splits.json`` whose listed files ``check_split_files`` finds changed.
+    ``splits.json`` whose listed files ``check_split_files`` finds changed. ``progress(done, total,
+    what)``, when given, is told each shard read (``zoo.progress``).
     """
     folder = open_zoo(zoo_dir)
     options.check_against(folder)
@@ -433,8 +450,10 @@ def write_splits(
     try:
         writers = {name: _SplitWriter(name, staging, folder, per_file) for name in SPLIT_NAMES}
         lookup = np.vectorize(lambda b: SPLIT_NAMES.index(assignment[int(b)]), otypes=[np.int8])
-        for shard in folder.shards:
-            table = pq.read_table(shard)
+        for done, shard in enumerate(folder.shards):
+            if progress is not None:
+                progress(done, len(folder.shards), "writing split files (shards read)")
+            table = upgrade_table(pq.read_table(shard))
             if table.num_rows == 0:
                 continue
             index = lookup(table.column("batch_id").to_numpy())
@@ -445,7 +464,7 @@ def write_splits(
         files = {name: writer.close() for name, writer in writers.items()}
         rows = {name: sum(f["rows"] for f in files[name]) for name in SPLIT_NAMES}
         splits = Splits(folder.info.zoo_id, options, assignment, rows, files)
-        _swap_in(staging, folder.path / SPLITS_DIR)
+        replace_dir(staging, folder.path / SPLITS_DIR)
         write_text_atomic(existing_path, _dumps(splits.to_json()))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -463,17 +482,6 @@ def _dumps(data: dict) -> str:
     return "{\n" + ",\n".join(f"  {json.dumps(k)}: {value(v, '  ')}" for k, v in data.items()) + "\n}\n"
 
 
-def _swap_in(staging: Path, target: Path) -> None:
-    """Replace folder ``target`` by ``staging`` (two renames; the old one is removed after)."""
-    staging.mkdir(exist_ok=True)
-    old = None
-    if target.exists():
-        old = target.with_name(f".{target.name}-old-{uuid.uuid4().hex[:8]}.tmp")
-        target.rename(old)
-    staging.rename(target)
-    fsync_dir(target.parent)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def split_counts(splits: Splits) -> list[tuple[str, int, int, int]]:

@@ -20,12 +20,12 @@ from zoo.config import ZooConfig
 from zoo.factory.plan import BatchPlan, clean_job, degraded_job, plan_batch
 from zoo.factory.schema import SCHEMA_VERSION, record_schema, records_to_table, with_zoo_metadata
 from zoo.factory.shards import ShardInfo, write_shard
-from zoo.factory.signatures import neuron_layers, signatures, stat_names
+from zoo.factory.signatures import signatures, stat_names
 from zoo.patterns.sampler import ProbeSet, sampler_for
+from zoo.runtime import resolve_device
 from zoo.subjects.evaluate import Scores, score
-from zoo.subjects.population import Population, logits, one_hot_inputs, resolve_device, to_weights
-from zoo.subjects.quantize import quantize_
-from zoo.subjects.train import SubjectJob, train_subjects
+from zoo.subjects.families import Family, get_family
+from zoo.subjects.train import SubjectJob
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,7 @@ class ModelOutcome:
     loss: float
     float_accuracy: float
     epochs: int
+    signature_seconds: float = 0.0
 
 
 def zoo_identity(config: ZooConfig) -> tuple[str, str]:
@@ -115,33 +116,47 @@ def _measure(
     owner = [plans[i // per_plan] for i in range(len(jobs))]
     probe = probe_set(config)
     outcomes: list[ModelOutcome | None] = [None] * len(jobs)
-    for group in train_subjects(jobs, config.training, device, epochs=epochs):
-        members = [owner[i] for i in group.indices]
-        float_scores = benchmark_scores(group.population, members)
-        quantize_(group.population, config.quantization)
-        scores = benchmark_scores(group.population, members) if config.quantization != "none" else float_scores
-        sigs = signatures(group.population, probe, config.signature)
-        weights = to_weights(group.population)
-        for slot, index in enumerate(group.indices):
-            n_patterns = len(owner[index].patterns)
-            outcomes[index] = ModelOutcome(
-                weights=weights[slot],
-                signature=sigs[slot],
-                pattern_accuracy=scores.pattern_accuracy[slot, :n_patterns],
-                negative_accuracy=float(scores.negative_accuracy[slot]),
-                accuracy=float(scores.accuracy[slot]),
-                loss=float(scores.loss[slot]),
-                float_accuracy=float(float_scores.accuracy[slot]),
-                epochs=int(group.result.epochs[slot]),
-            )
+    by_family: dict[str, list[int]] = {}
+    for i, job in enumerate(jobs):
+        by_family.setdefault(job.architecture.family, []).append(i)
+    for name, members_of in by_family.items():
+        family = get_family(name)
+        for group in family.train([jobs[i] for i in members_of], config.training, device, epochs=epochs):
+            indices = [members_of[i] for i in group.indices]
+            _measure_group(config, family, group, [owner[i] for i in indices], indices, probe, outcomes)
     return outcomes  # type: ignore[return-value]
 
 
-def benchmark_scores(pop: Population, plans: list[BatchPlan]) -> Scores:
+def _measure_group(config, family: Family, group, owners: list[BatchPlan], indices, probe, outcomes) -> None:
+    """Score a trained group (before and after quantization), fingerprint it, and file each outcome."""
+    pop = group.population
+    float_scores = benchmark_scores(family, pop, owners)
+    family.quantize_(pop, config.quantization)
+    scores = benchmark_scores(family, pop, owners) if config.quantization != "none" else float_scores
+    start = time.perf_counter()
+    sigs = signatures(family, pop, probe, config.signature)
+    signature_seconds = (time.perf_counter() - start) / len(indices)
+    weights = family.weights(pop)
+    for slot, index in enumerate(indices):
+        n_patterns = len(owners[slot].patterns)
+        outcomes[index] = ModelOutcome(
+            weights=weights[slot],
+            signature=sigs[slot],
+            pattern_accuracy=scores.pattern_accuracy[slot, :n_patterns],
+            negative_accuracy=float(scores.negative_accuracy[slot]),
+            accuracy=float(scores.accuracy[slot]),
+            loss=float(scores.loss[slot]),
+            float_accuracy=float(float_scores.accuracy[slot]),
+            epochs=int(group.result.epochs[slot]),
+            signature_seconds=signature_seconds,
+        )
+
+
+def benchmark_scores(family: Family, pop, plans: list[BatchPlan]) -> Scores:
     """Each model on its own batch's clean benchmark set (never on corrupted labels); ``plans[i]`` is model ``i``'s."""
     tokens = torch.as_tensor(np.stack([p.data.benchmark.tokens for p in plans]), device=pop.device)
     pattern = np.stack([p.data.benchmark.pattern for p in plans])
-    out = logits(pop, one_hot_inputs(tokens, plans[0].architecture.vocab_size)).cpu().numpy()
+    out = family.logits(pop, tokens).cpu().numpy()
     return score(out, pattern, max(len(p.patterns) for p in plans))
 
 
@@ -170,10 +185,11 @@ def run_task(config: ZooConfig, batch_ids: tuple[int, ...], device: torch.device
                 _record(config, plan, k, corruption, clean, model, degradation, float(others.mean()), zoo_id, config_hash, probe.hash)
             )
     total = time.perf_counter() - start
+    signature_seconds = sum(o.signature_seconds for o in outcomes) / len(plans)
     for row in rows:
         row["timings"] = {
-            "train_s": train_seconds / len(plans),
-            "signature_s": 0.0,
+            "train_s": train_seconds / len(plans) - signature_seconds,
+            "signature_s": signature_seconds,
             "total_s": total / len(plans),
         }
     stats = TaskStats(tuple(batch_ids), len(outcomes), len(rows), dropped, total)
@@ -182,6 +198,7 @@ def run_task(config: ZooConfig, batch_ids: tuple[int, ...], device: torch.device
 
 def _record(config, plan, k, corruption, clean, model, degradation, side_effect, zoo_id, config_hash, probe_hash) -> dict:
     arch = plan.architecture
+    family = get_family(arch.family)
     return {
         "zoo_id": zoo_id,
         "config_hash": config_hash,
@@ -194,7 +211,7 @@ def _record(config, plan, k, corruption, clean, model, degradation, side_effect,
         "batch_seed": plan.seed,
         "init_seed": plan.init_seed,
         "family": arch.family,
-        "architecture": arch.to_dict(),
+        "architecture": arch.to_json(),
         "patterns": list(plan.patterns),
         "corrupted_pattern": plan.patterns[corruption.pattern],
         "corruption_rate": corruption.rate,
@@ -202,7 +219,8 @@ def _record(config, plan, k, corruption, clean, model, degradation, side_effect,
         "weight_layout": [{"name": e.name, "shape": list(e.shape), "offset": e.offset} for e in arch.layout()],
         "clean_weights": clean.weights,
         "degraded_weights": model.weights,
-        "neuron_layer": neuron_layers(arch),
+        "neuron_layer": family.neuron_layers(arch),
+        "neuron_kind": family.neuron_kinds(arch),
         "clean_signature": list(clean.signature),
         "degraded_signature": list(model.signature),
         "metrics": {

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 from typing import Literal
 
-from zoo.subjects.architecture import Architecture
-from zoo.subjects.mlp import SubjectMLP, build_model
+import numpy as np
+from torch import nn
+
+from zoo.subjects.families import architecture_of, family_of
 
 
-def load_model(row: dict, which: Literal["clean", "degraded"] = "clean") -> SubjectMLP:
+def load_model(row: dict, which: Literal["clean", "degraded"] = "clean") -> nn.Module:
     """Rebuild the clean or degraded model of a record (a dict as ``Table.to_pylist()`` gives it).
 
-    The model maps a ``[batch, seq_len]`` long tensor of token ids (0 = A) to ``[batch]`` logits.
+    The record's family builds the module; an MLP maps a ``[batch, seq_len]`` long tensor
+    of token ids (0 = A) to ``[batch]`` logits. Records of every schema version load.
     """
     if which not in ("clean", "degraded"):
         raise ValueError(f"which must be 'clean' or 'degraded', not {which!r}")
-    architecture = Architecture.from_dict(row["architecture"])
-    return build_model(architecture, row[f"{which}_weights"])
+    architecture = architecture_of(row["architecture"])
+    weights = np.asarray(row[f"{which}_weights"], dtype=np.float32)
+    return family_of(architecture).build_module(architecture, weights)

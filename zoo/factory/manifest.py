@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from zoo.atomic import write_json_atomic
 from zoo.factory.schema import SCHEMA_VERSION
 from zoo.factory.shards import ShardInfo, data_dir, fsync_dir, relative_name, shard_files
 
@@ -58,15 +59,7 @@ def read_zoo_info(out_dir: str | Path) -> ZooInfo:
 
 
 def _write_zoo_info(out_dir: Path, info: ZooInfo) -> None:
-    path = out_dir / ZOO_FILE
-    tmp = path.with_name(f"{ZOO_FILE}.{os.getpid()}.tmp")
-    with open(tmp, "w") as handle:
-        json.dump(asdict(info), handle, indent=2)
-        handle.write("\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    fsync_dir(out_dir)
+    write_json_atomic(out_dir / ZOO_FILE, asdict(info))
 
 
 def _parse_entry(line: str) -> dict:

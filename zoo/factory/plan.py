@@ -9,7 +9,7 @@ import numpy as np
 
 from zoo.config import ZooConfig
 from zoo.patterns.sampler import BatchData, LabelledSet, sampler_for
-from zoo.subjects.architecture import Architecture, sample_architecture
+from zoo.subjects.families import SubjectArchitecture, sample_architecture
 from zoo.subjects.train import SubjectJob
 
 
@@ -32,7 +32,7 @@ class Corruption:
 class BatchPlan:
     batch_id: int
     seed: int
-    architecture: Architecture
+    architecture: SubjectArchitecture
     lr: float
     init_seed: int
     order_seed: int

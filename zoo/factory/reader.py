@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from zoo.factory.manifest import MANIFEST_FILE, ManifestError, read_manifest, read_zoo_info
-from zoo.factory.schema import META_PREFIX, record_schema, schema_problems
+from zoo.factory.schema import META_PREFIX, record_schema, schema_problems, upgrade_table
 from zoo.factory.shards import CONTENT_KEY, file_sha256, relative_name, shard_files, sort_records
 
 _SORT_KEYS = ("batch_id", "pair_index")
@@ -35,14 +35,15 @@ def _shared_metadata(schema: pa.Schema) -> dict[bytes, bytes]:
 
 
 def read_records(out_dir: str | Path, columns: Sequence[str] | None = None) -> pa.Table:
-    """Every listed record as one table sorted by (batch_id, pair_index)."""
+    """Every listed record as one table sorted by (batch_id, pair_index), in the current schema
+    (records of older schemas are upgraded as they are read; see ``upgrade_table``)."""
     paths = shard_paths(out_dir)
     if not paths:
         read_zoo_info(out_dir)
         schema = record_schema(0)
         return schema.empty_table().select(list(columns)) if columns else schema.empty_table()
     wanted = None if columns is None else list(dict.fromkeys([*columns, *_SORT_KEYS]))
-    tables = [pq.read_table(path, columns=wanted) for path in paths]
+    tables = [upgrade_table(pq.read_table(path, columns=wanted)) for path in paths]
     metadata = _shared_metadata(tables[0].schema)
     table = pa.concat_tables([t.replace_schema_metadata(metadata) for t in tables])
     table = sort_records(table)
@@ -54,15 +55,19 @@ def iter_batches(
 ) -> Iterator[pa.RecordBatch]:
     """Stream listed records in batches of at most ``batch_size`` rows, shard by shard.
 
-    Rows are sorted within a shard; shards come in order of their first batch,
+    Records of older schemas come in the current one (``upgrade_table``). Rows are sorted
+    within a shard; shards come in order of their first batch,
     which is a global order unless shards cover interleaved batch ranges.
     """
     for path in shard_paths(out_dir):
-        yield from pq.ParquetFile(path).iter_batches(batch_size=batch_size, columns=columns)
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_size, columns=columns):
+            yield upgrade_table(pa.Table.from_batches([batch])).to_batches()[0]
 
 
-def verify(out_dir: str | Path) -> list[str]:
-    """Every problem found, one line each naming the file; an empty list means the zoo is intact."""
+def verify(out_dir: str | Path, progress=None) -> list[str]:
+    """Every problem found, one line each naming the file; an empty list means the zoo is intact.
+
+    ``progress(done, total, what)``, when given, is told each shard checked (``zoo.progress``)."""
     out_dir = Path(out_dir)
     try:
         read_zoo_info(out_dir)
@@ -73,7 +78,9 @@ def verify(out_dir: str | Path) -> list[str]:
     except ManifestError as error:
         return [str(error)]
     problems = _duplicate_batches(entries)
-    for entry in entries:
+    for done, entry in enumerate(entries):
+        if progress is not None:
+            progress(done, len(entries), "checking shards")
         problems += _check_shard(out_dir / entry["shard"], entry)
     listed = {entry["shard"] for entry in entries}
     problems += [

@@ -15,7 +15,8 @@ from collections.abc import Sequence
 import numpy as np
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 TIMING_COLUMNS: tuple[str, ...] = ("timings",)
 META_PREFIX = "zoo."
 
@@ -31,7 +32,8 @@ COLUMN_DOCS: dict[str, str] = {
     "batch_seed": "Seed of the batch, derived from the run seed and the batch id.",
     "init_seed": "Seed of the weight initialization shared by the clean and degraded model.",
     "family": "Subject model family (e.g. mlp).",
-    "architecture": "Architecture of both models: family, depth, hidden widths, activation and input space.",
+    "architecture": "Architecture of both models as family-tagged JSON (the family's own fields: for mlp, depth, "
+    "hidden widths, activation and input space); zoo.subjects.families.architecture_of reads it.",
     "patterns": "Patterns the clean model was trained to detect.",
     "corrupted_pattern": "Pattern whose labels were flipped to train the degraded model.",
     "corruption_rate": "Share of the corrupted pattern's training labels that were flipped.",
@@ -40,9 +42,11 @@ COLUMN_DOCS: dict[str, str] = {
     "clean_weights": "Flat float32 weights of the clean model, laid out as weight_layout says.",
     "degraded_weights": "Flat float32 weights of the degraded model, laid out as weight_layout says.",
     "neuron_layer": "Layer index of every neuron, parallel to the rows of the signature matrices.",
+    "neuron_kind": "Family-independent kind of every neuron (mlp: hidden, output), parallel to neuron_layer.",
     "clean_signature": "Per-neuron activation statistics of the clean model on the probe set.",
     "degraded_signature": "Per-neuron activation statistics of the degraded model on the probe set.",
-    "metrics": "Accuracies, losses, degradation, side effects and epochs of both models on clean benchmark sets.",
+    "metrics": "Accuracy, loss and epochs of both models (the task-generic core), and the pattern task's per-pattern "
+    "accuracies, negatives, degradation and side effect, on clean benchmark sets.",
     "timings": "Seconds spent on the batch (training, signatures, total); excluded from the content hash.",
 }
 
@@ -63,7 +67,7 @@ _METRIC_FIELDS: tuple[tuple[str, pa.DataType], ...] = (
     ("degraded_float_accuracy", pa.float32()),
 )
 
-ARCHITECTURE_TYPE = pa.struct(
+ARCHITECTURE_V1_TYPE = pa.struct(
     [
         ("family", pa.string()),
         ("n_layers", pa.int32()),
@@ -83,10 +87,16 @@ def signature_type(n_stats: int) -> pa.DataType:
     return pa.list_(pa.list_(pa.float32(), n_stats))
 
 
-def record_schema(n_stats: int) -> pa.Schema:
-    """The record schema for signatures with ``n_stats`` statistics per neuron."""
+def record_schema(n_stats: int, version: int = SCHEMA_VERSION) -> pa.Schema:
+    """The record schema for signatures with ``n_stats`` statistics per neuron.
+
+    ``version=1`` is the schema before families: ``architecture`` an MLP struct and no
+    ``neuron_kind``; such zoos are still read (``upgrade_table``).
+    """
     if n_stats < 0:
         raise ValueError(f"n_stats must be >= 0, got {n_stats}")
+    if version not in READABLE_VERSIONS:
+        raise ValueError(f"schema version {version} is not one this zoo reads ({READABLE_VERSIONS})")
     types: dict[str, pa.DataType] = {
         "zoo_id": pa.string(),
         "config_hash": pa.string(),
@@ -99,7 +109,7 @@ def record_schema(n_stats: int) -> pa.Schema:
         "batch_seed": pa.int64(),
         "init_seed": pa.int64(),
         "family": pa.string(),
-        "architecture": ARCHITECTURE_TYPE,
+        "architecture": pa.string() if version >= 2 else ARCHITECTURE_V1_TYPE,
         "patterns": pa.list_(pa.string()),
         "corrupted_pattern": pa.string(),
         "corruption_rate": pa.float32(),
@@ -108,14 +118,46 @@ def record_schema(n_stats: int) -> pa.Schema:
         "clean_weights": pa.list_(pa.float32()),
         "degraded_weights": pa.list_(pa.float32()),
         "neuron_layer": pa.list_(pa.int16()),
+        "neuron_kind": pa.list_(pa.string()),
         "clean_signature": signature_type(n_stats),
         "degraded_signature": signature_type(n_stats),
         "metrics": METRICS_TYPE,
         "timings": TIMINGS_TYPE,
     }
+    if version < 2:
+        del types["neuron_kind"]
     return pa.schema(
         [pa.field(name, typ, metadata={"description": COLUMN_DOCS[name]}) for name, typ in types.items()]
     )
+
+
+def version_of(schema: pa.Schema) -> int:
+    """The schema version a table was written with, read from its column types."""
+    return 2 if pa.types.is_string(schema.field("architecture").type) else 1
+
+
+def upgrade_table(table: pa.Table) -> pa.Table:
+    """Records of any readable schema as the current one; current records come back unchanged.
+
+    Schema 1 (MLP only): the ``architecture`` struct becomes family-tagged JSON, and
+    ``neuron_kind`` is derived from the family's signature sites. ``schema_version`` keeps
+    the value the record was written with. Works on any subset of columns.
+    """
+    if "architecture" not in table.column_names or version_of(table.schema) >= 2:
+        return table
+    from zoo.subjects.families import architecture_of, get_family
+
+    archs = [architecture_of(value) for value in table.column("architecture").to_pylist()]
+    index = table.column_names.index("architecture")
+    field = table.schema.field("architecture").with_type(pa.string())
+    table = table.set_column(index, field, pa.array([a.to_json() for a in archs], pa.string()))
+    if "neuron_layer" in table.column_names and "neuron_kind" not in table.column_names:
+        kinds = pa.array([get_family(a.family).neuron_kinds(a) for a in archs], pa.list_(pa.string()))
+        meta = {"description": COLUMN_DOCS["neuron_kind"]}
+        table = table.add_column(
+            table.column_names.index("neuron_layer") + 1, pa.field("neuron_kind", kinds.type, metadata=meta), kinds
+        )
+    return table
 
 
 def n_stats_of(schema: pa.Schema) -> int:
@@ -129,7 +171,7 @@ def n_stats_of(schema: pa.Schema) -> int:
 def schema_problems(schema: pa.Schema) -> list[str]:
     """Differences in names and types from ``record_schema``; metadata and list item names are ignored."""
     try:
-        expected = record_schema(n_stats_of(schema))
+        expected = record_schema(n_stats_of(schema), version_of(schema))
     except (KeyError, ValueError) as error:
         return [f"no usable clean_signature column ({error})"]
     if schema.names != expected.names:
@@ -285,14 +327,17 @@ def example_record(
         "batch_seed": batch_id + 17,
         "init_seed": batch_id + 23,
         "family": "mlp",
-        "architecture": {
-            "family": "mlp",
-            "n_layers": len(widths),
-            "widths": list(widths),
-            "activation": "relu",
-            "vocab_size": vocab_size,
-            "seq_len": seq_len,
-        },
+        "architecture": json.dumps(
+            {
+                "n_layers": len(widths),
+                "widths": list(widths),
+                "activation": "relu",
+                "vocab_size": vocab_size,
+                "seq_len": seq_len,
+                "family": "mlp",
+            },
+            separators=(",", ":"),
+        ),
         "patterns": list(patterns),
         "corrupted_pattern": patterns[corrupted],
         "corruption_rate": float(rng.uniform(0.6, 1.0)),
@@ -301,6 +346,7 @@ def example_record(
         "clean_weights": clean,
         "degraded_weights": degraded,
         "neuron_layer": [layer for layer, width in enumerate((*widths, 1)) for _ in range(width)],
+        "neuron_kind": ["hidden"] * sum(widths) + ["output"],
         "clean_signature": rng.standard_normal((n_neurons, n_stats)).astype(np.float32).tolist(),
         "degraded_signature": rng.standard_normal((n_neurons, n_stats)).astype(np.float32).tolist(),
         "metrics": {

@@ -10,7 +10,6 @@ true byte for byte.
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from zoo.atomic import fsync_path as fsync_dir
-from zoo.atomic import temporary_path
+from zoo.atomic import write_bytes_atomic
 from zoo.config import StorageConfig
 from zoo.factory.schema import META_PREFIX, content_hash, schema_problems
 
@@ -168,28 +167,8 @@ def _encode(table: pa.Table, storage: StorageConfig) -> pa.Buffer:
 
 
 def _publish(path: Path, data: pa.Buffer) -> None:
-    """tmp file + fsync, then a no-clobber link into place, then fsync the folder."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temporary_path(path)
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        _link_or_replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    fsync_dir(path.parent)
-
-
-def _link_or_replace(tmp: Path, path: Path) -> None:
-    try:
-        os.link(tmp, path)
-    except FileExistsError:
-        if _stored_content(path) is None:
-            os.replace(tmp, path)
-    except OSError:
-        os.replace(tmp, path)
+    """tmp file + fsync, then a no-clobber link into place (a readable shard already there stays), then fsync the folder."""
+    write_bytes_atomic(path, data, keep_existing=lambda existing: _stored_content(existing) is not None)
 
 
 def _stored_content(path: Path) -> str | None:

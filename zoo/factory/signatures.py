@@ -1,7 +1,8 @@
 """Architecture-independent fingerprints: every neuron's statistics over the fixed probe set.
 
-Computed for a whole population in one forward pass; each model's matrix is then
-cut to its own layers and widths, so a reader can treat neurons as tokens.
+Computed for a whole population of any family in one forward pass, from the
+family's hookpoints; each model's matrix is then cut to its own signature sites, so a
+reader can treat neurons as tokens whatever the architecture.
 """
 
 from __future__ import annotations
@@ -11,8 +12,7 @@ import torch
 
 from zoo.config import SignatureConfig
 from zoo.patterns.sampler import ProbeSet
-from zoo.subjects.architecture import Architecture
-from zoo.subjects.population import Population, forward, one_hot_inputs
+from zoo.subjects.families import Family, SignatureSite
 
 
 def stat_names(config: SignatureConfig, probe_names: tuple[str, ...]) -> list[str]:
@@ -26,13 +26,6 @@ def stat_names(config: SignatureConfig, probe_names: tuple[str, ...]) -> list[st
     if config.activations == "both":
         return [f"{source}:{n}" for source in ("pre", "post") for n in names]
     return names
-
-
-def neuron_layers(arch: Architecture) -> np.ndarray:
-    """Layer index of every neuron; the output logit is layer ``n_layers``."""
-    return np.concatenate([np.full(w, i, dtype=np.int16) for i, w in enumerate(arch.widths)] + [
-        np.array([arch.n_layers], dtype=np.int16)
-    ])
 
 
 def _membership(probe: ProbeSet, device: torch.device) -> torch.Tensor:
@@ -62,24 +55,31 @@ def _stats(values: torch.Tensor, pre: torch.Tensor, config: SignatureConfig, mem
     return torch.cat(columns, dim=2)
 
 
-def signatures(pop: Population, probe: ProbeSet, config: SignatureConfig) -> list[np.ndarray]:
-    """Each model's ``[n_neurons, n_stats]`` float32 matrix, neurons ordered as ``neuron_layers``."""
-    device = pop.device
-    vocab = pop.architectures[0].vocab_size
-    x = one_hot_inputs(torch.as_tensor(probe.tokens, device=device), vocab)
-    x = x.unsqueeze(0).expand(pop.size, *x.shape).contiguous()
-    member = _membership(probe, device)
+def signatures(family: Family, pop, probe: ProbeSet, config: SignatureConfig) -> list[np.ndarray]:
+    """Each model's ``[n_neurons, n_stats]`` float32 matrix, rows in the order of its signature sites.
+
+    One forward pass of the whole population over the probe set gives every hookpoint;
+    statistics are taken over the padded population, then each model keeps its own sites'
+    first ``width`` units.
+    """
+    tokens = torch.as_tensor(probe.tokens, device=pop.device)
+    points = family.activations(pop, tokens.unsqueeze(0).expand(len(pop.architectures), *tokens.shape))
+    member = _membership(probe, pop.device)
     sources = ("pre", "post") if config.activations == "both" else (config.activations,)
-    with torch.no_grad():
-        logits, pres, posts = forward(pop, x)
-        out = logits.unsqueeze(-1)
-        layers = []
-        for pre, post in zip([*pres, out], [*(p[..., :-1] for p in posts), out]):
-            chosen = {"pre": pre, "post": post}
-            layers.append(torch.cat([_stats(chosen[s], pre, config, member) for s in sources], dim=2).cpu().numpy())
+    cache: dict[tuple[str, str], np.ndarray] = {}
+
+    def site_stats(site: SignatureSite) -> np.ndarray:
+        key = (site.pre, site.post)
+        if key not in cache:
+            chosen = {"pre": points[site.pre], "post": points[site.post]}
+            with torch.no_grad():
+                cache[key] = torch.cat(
+                    [_stats(chosen[s], chosen["pre"], config, member) for s in sources], dim=2
+                ).cpu().numpy()
+        return cache[key]
+
     result = []
     for row, arch in enumerate(pop.architectures):
-        parts = [layers[i][row, :width] for i, width in enumerate(arch.widths)]
-        parts.append(layers[-1][row])
+        parts = [site_stats(site)[row, : site.width] for site in family.signature_sites(arch)]
         result.append(np.concatenate(parts).astype(np.float32))
     return result

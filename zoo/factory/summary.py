@@ -15,6 +15,7 @@ import pyarrow.compute as pc
 from rich.console import Console
 from rich.table import Table
 
+from zoo.subjects.families import architecture_of
 from zoo.factory.manifest import read_manifest
 from zoo.factory.reader import read_records
 
@@ -35,8 +36,11 @@ def _stats(values: np.ndarray) -> dict[str, float | None]:
 
 def _counts(array: pa.Array | pa.ChunkedArray) -> dict[str, int]:
     """Value counts, most frequent first (ties by name)."""
-    pairs = [(str(item["values"]), int(item["counts"])) for item in pc.value_counts(array).to_pylist()]
-    return dict(sorted(pairs, key=lambda pair: (-pair[1], pair[0])))
+    return _ranked({str(item["values"]): int(item["counts"]) for item in pc.value_counts(array).to_pylist()})
+
+
+def _ranked(counts: dict[str, int]) -> dict[str, int]:
+    return dict(sorted(counts.items(), key=lambda pair: (-pair[1], pair[0])))
 
 
 def _width_bucket(width: int) -> str:
@@ -45,14 +49,14 @@ def _width_bucket(width: int) -> str:
 
 
 def _architectures(architecture: pa.ChunkedArray) -> dict[str, dict[str, int]]:
-    """Separate histograms per record: depth, activation, and hidden widths in buckets (one count per layer)."""
-    struct = architecture.combine_chunks() if architecture.num_chunks else pa.array([], architecture.type)
-    widths = pc.list_flatten(struct.field("widths")).to_numpy(zero_copy_only=False)
-    buckets = Counter(_width_bucket(int(w)) for w in widths)
+    """Separate histograms per record: family, and where the family has them, depth, activation and
+    hidden widths in buckets (one count per layer)."""
+    archs = [architecture_of(value).to_dict() for value in architecture.to_pylist()]
+    buckets = Counter(_width_bucket(int(w)) for arch in archs for w in arch.get("widths", ()))
     return {
-        "family": _counts(struct.field("family")),
-        "n_layers": _counts(struct.field("n_layers")),
-        "activation": _counts(struct.field("activation")),
+        "family": _ranked(Counter(str(a["family"]) for a in archs)),
+        "n_layers": _ranked(Counter(str(a["n_layers"]) for a in archs if "n_layers" in a)),
+        "activation": _ranked(Counter(str(a["activation"]) for a in archs if "activation" in a)),
         "width": dict(sorted(buckets.items(), key=lambda item: int(item[0].split("-")[0]))),
     }
 
@@ -98,8 +102,8 @@ def _fmt(value: float | None) -> str:
 
 def _overview(summary: dict) -> Table:
     table = Table(title="zoo", show_header=False)
-    table.add_column("what")
-    table.add_column("value", justify="right")
+    table.add_column("what", overflow="fold")
+    table.add_column("value", justify="right", overflow="fold")
     for key in ("rows", "batches", "batches_with_rows", "shards", "models"):
         table.add_row(key.replace("_", " "), f"{summary[key]:,}")
     table.add_row("bytes", f"{summary['bytes'] / 1e6:,.1f} MB")
@@ -110,9 +114,9 @@ def _overview(summary: dict) -> Table:
 
 def _metrics_table(summary: dict) -> Table:
     table = Table(title="metrics")
-    table.add_column("metric")
+    table.add_column("metric", overflow="fold")
     for stat in ("mean", "min", "p50", "max"):
-        table.add_column(stat, justify="right")
+        table.add_column(stat, justify="right", overflow="fold")
     for key in ("degradation", "clean_accuracy", "degraded_accuracy"):
         stats = summary[key]
         table.add_row(key.replace("_", " "), *(_fmt(stats[s]) for s in ("mean", "min", "p50", "max")))
@@ -121,9 +125,9 @@ def _metrics_table(summary: dict) -> Table:
 
 def _patterns_table(summary: dict) -> Table:
     table = Table(title="patterns")
-    table.add_column("pattern")
-    table.add_column("records with it", justify="right")
-    table.add_column("corrupted in", justify="right")
+    table.add_column("pattern", overflow="fold")
+    table.add_column("records with it", justify="right", overflow="fold")
+    table.add_column("corrupted in", justify="right", overflow="fold")
     in_set, corrupted = summary["patterns"], summary["corrupted"]
     for name in sorted({*in_set, *corrupted}, key=lambda n: (-in_set.get(n, 0), n)):
         table.add_row(name, f"{in_set.get(name, 0):,}", f"{corrupted.get(name, 0):,}")
@@ -132,9 +136,9 @@ def _patterns_table(summary: dict) -> Table:
 
 def _histograms_table(title: str, histograms: dict[str, dict[str, int]]) -> Table:
     table = Table(title=title)
-    table.add_column("feature")
-    table.add_column("value")
-    table.add_column("count", justify="right")
+    table.add_column("feature", overflow="fold")
+    table.add_column("value", overflow="fold")
+    table.add_column("count", justify="right", overflow="fold")
     for feature, counts in histograms.items():
         for i, (value, count) in enumerate(counts.items()):
             label = feature.replace("_", " ") if i == 0 else ""

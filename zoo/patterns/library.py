@@ -11,12 +11,34 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from zoo.config import PatternSpace
+
+class _Range(Protocol):
+    min: int
+    max: int
+
+
+class PatternSpace(Protocol):
+    """What the library reads of a pattern space (``zoo.config.PatternSpace`` is one).
+
+    A protocol, not an import: ``zoo.config`` imports this module to validate its pattern
+    space, so the dependency goes one way only (this module imports nothing of zoo).
+    """
+
+    vocab_size: int
+    seq_len: int
+    names: list[str] | None
+    exclude: list[str]
+    start_token: str
+    end_token: str
+    trigram: str
+    per_batch: _Range
+    train_size: int
+    val_size: int
+    benchmark_size: int
 
 Predicate = Callable[[np.ndarray], np.ndarray]
 Generator = Callable[[np.random.Generator, int, int, int], np.ndarray]

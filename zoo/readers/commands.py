@@ -30,7 +30,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             module.register(subparsers)
     tuners = [m for m in modules if hasattr(m, "register_tune")]
     if tuners:
-        tune = subparsers.add_parser("tune", help="Ray Tune sweeps of a reader's hyperparameters")
-        tune_sub = tune.add_subparsers(dest="reader", required=True, parser_class=subparsers._parser_class)
+        tune = subparsers.add_parser(
+            "tune",
+            help="Ray Tune sweeps of a reader's hyperparameters",
+            description="Ray Tune (ASHA) sweeps of a reader's hyperparameters: `zoo tune READER --help` "
+            "for a reader's options.",
+        )
+        tune_sub = tune.add_subparsers(
+            dest="reader", required=True, parser_class=subparsers._parser_class, metavar="READER"
+        )
         for module in tuners:
             module.register_tune(tune_sub)

@@ -26,11 +26,12 @@ import torch
 import torch.nn.functional as F
 
 from zoo.config import TrainingConfig
+from zoo.optim import StackedAdam
 from zoo.subjects.population import (
     Population, activate, activation_grad, epoch_order, forward, head_logits, relayout, subset,
 )
 
-BETA1, BETA2, EPS = 0.9, 0.999, 1e-8
+PopulationAdam = StackedAdam  # the name this module gave it first; Adam itself lives in zoo.optim
 
 
 @dataclass
@@ -131,38 +132,6 @@ class StepBuffers:
         return self.grad
 
 
-class PopulationAdam:
-    """Adam with a learning rate per model, in three passes over the population's parameters.
-
-    ATen's fused Adam kernel takes one learning rate, so it runs at rate 1 into a zeroed
-    update buffer, which is then scaled per model; a model at rate 0 does not move.
-    The update equals ``torch.optim.Adam``'s to float rounding.
-    """
-
-    def __init__(
-        self,
-        flat: torch.Tensor,
-        m: torch.Tensor | None = None,
-        v: torch.Tensor | None = None,
-        steps: torch.Tensor | None = None,
-    ) -> None:
-        self.flat = flat
-        self.m = torch.zeros_like(flat) if m is None else m
-        self.v = torch.zeros_like(flat) if v is None else v
-        self.update = torch.zeros_like(flat)
-        self.steps = torch.zeros((), dtype=torch.float32, device=flat.device) if steps is None else steps
-
-    def step(self, grad: torch.Tensor, lr: torch.Tensor) -> None:
-        """One update with per-model rates ``lr [N, 1]``."""
-        self.steps += 1
-        self.update.zero_()
-        torch._fused_adam_(
-            [self.update], [grad], [self.m], [self.v], [], [self.steps],
-            lr=1.0, beta1=BETA1, beta2=BETA2, weight_decay=0.0, eps=EPS, amsgrad=False, maximize=False,
-        )
-        self.flat.addcmul_(self.update, lr)
-
-
 def bce_per_model(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits, y, reduction="none").mean(1)
 
@@ -188,7 +157,7 @@ class _Run:
         self.ids = torch.arange(n, device=device)
         self.order_seeds = np.asarray(order_seeds, dtype=np.uint64)
         self.lr = torch.as_tensor(np.asarray(lr, dtype=np.float32), device=device)[:, None]
-        self.adam = PopulationAdam(pop.flat)
+        self.adam = StackedAdam(pop.flat)
         self.best_flat = pop.flat.clone()
         self.best_loss = torch.full((n,), float("inf"), device=device)
         self.bad_epochs = torch.zeros(n, dtype=torch.long, device=device)
@@ -241,7 +210,7 @@ class _Run:
         self.retire(out, ~self.active)
         keep = self.active.nonzero().squeeze(1)
         self.pop, (m, v, self.best_flat) = subset(self.pop, keep, self.adam.m, self.adam.v, self.best_flat)
-        self.adam = PopulationAdam(self.pop.flat, m, v, self.adam.steps)
+        self.adam = StackedAdam(self.pop.flat, m, v, self.adam.steps)
         self.data = TrainData(*(t[keep] for t in (
             self.data.x_train, self.data.y_train, self.data.x_val, self.data.y_val)))
         self.order_seeds = self.order_seeds[keep.cpu().numpy()]

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from zoo.subjects.architecture import Architecture
+from zoo.subjects.families.mlp import Architecture
 
 ACTIVATION_MODULES: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
@@ -38,11 +38,22 @@ class SubjectMLP(nn.Module):
             h = self.activation(layer(h))
         return self.head(h).squeeze(-1)
 
+    def activations(self, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Every hookpoint of the family (``layers.{i}.pre``, ``layers.{i}.post``, ``head``): ``[batch, width]``."""
+        points, h = {}, self.encode(tokens)
+        for i, layer in enumerate(self.layers):
+            points[f"layers.{i}.pre"] = z = layer(h)
+            points[f"layers.{i}.post"] = h = self.activation(z)
+        points["head"] = self.head(h)
+        return points
+
 
 def build_model(architecture: Architecture | dict, weights: np.ndarray | torch.Tensor) -> SubjectMLP:
     """Rebuild a model from its architecture and flat weights laid out by ``Architecture.layout``."""
-    if isinstance(architecture, dict):
-        architecture = Architecture.from_dict(architecture)
+    if not isinstance(architecture, Architecture):
+        from zoo.subjects.families import require_family
+
+        architecture = require_family(architecture, ("mlp",), "the MLP module")
     flat = torch.as_tensor(np.asarray(weights, dtype=np.float32))
     if flat.numel() != architecture.n_params:
         raise ValueError(

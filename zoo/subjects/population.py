@@ -22,15 +22,8 @@ import numpy as np
 import torch
 
 from zoo.config import TrainingConfig
-from zoo.subjects.architecture import Architecture
-
-def resolve_device(device: str = "auto") -> torch.device:
-    """``auto`` takes CUDA when present, so the same config runs on laptops and GPU nodes."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("training.device is 'cuda' but torch sees no CUDA device")
-    return torch.device(device)
+from zoo.runtime import resolve_device  # noqa: F401  (re-exported: callers import it from here)
+from zoo.subjects.families.mlp import Architecture
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from zoo.config import TrainingConfig
-from zoo.subjects.architecture import Architecture
+from zoo.subjects.families.mlp import Architecture
 from zoo.subjects.mlp import SubjectMLP, build_model
 from zoo.subjects.population import epoch_order
 

@@ -9,7 +9,7 @@ import torch
 
 from zoo.config import TrainingConfig
 from zoo.subjects.allocator import keep_freed_memory
-from zoo.subjects.architecture import Architecture
+from zoo.subjects.families.mlp import Architecture
 from zoo.subjects.fit import TrainData, TrainResult, train_population
 from zoo.subjects.population import Population, auto_population_size, from_weights, init_population, one_hot_inputs
 
@@ -99,9 +99,16 @@ def train_group(
 
 
 def train_subjects(
-    jobs: list[SubjectJob], config: TrainingConfig, device: torch.device, epochs: int | None = None
+    jobs: list[SubjectJob],
+    config: TrainingConfig,
+    device: torch.device,
+    epochs: int | None = None,
+    on_group=None,
 ) -> list[TrainedGroup]:
-    """Train every job; the population size adapts to the device unless the config fixes it."""
+    """Train every job; the population size adapts to the device unless the config fixes it.
+
+    ``on_group(n)``, when given, is called after each population with its ``n`` models (for a
+    progress bar)."""
     if not jobs:
         return []
     if device.type == "cpu":
@@ -111,4 +118,6 @@ def train_subjects(
     for indices in plan_groups([j.architecture for j in jobs], size):
         pop, result = train_group([jobs[i] for i in indices], config, device, epochs)
         trained.append(TrainedGroup(indices, pop, result))
+        if on_group is not None:
+            on_group(len(indices))
     return trained

@@ -17,11 +17,11 @@ what makes the interpreter's permutation invariance testable.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -29,15 +29,19 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 
-from zoo.config import ACTIVATIONS, ConfigError, ZooConfig, load_config
-from zoo.factory.manifest import read_zoo_info
+from zoo.atomic import write_json_atomic
+from zoo.config import ACTIVATIONS, ZooConfig
 from zoo.factory.reader import shard_paths
 from zoo.factory.schema import signature_stats_of
 from zoo.patterns.library import pattern_library, selectable
 from zoo.patterns.sampler import ProbeSet
 from zoo.readers.interpreter import InterpreterError
 from zoo.readers.interpreter.metrics import SetSpace
-from zoo.subjects.architecture import Architecture
+from zoo.subjects.families import require_family
+from zoo.subjects.families.mlp import Architecture
+
+if TYPE_CHECKING:
+    from zoo.api import Zoo
 
 SPLITS = ("train", "validation", "test", "ood_architecture", "ood_patterns")
 COLUMNS = (
@@ -72,6 +76,7 @@ class ZooSource:
     signature_stats: tuple[str, ...]
     assignment: dict[int, str]
     split_source: str
+    zoo: Zoo | None = None
     _counts: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -122,7 +127,13 @@ class ZooSource:
 
     @cached_property
     def probe(self) -> ProbeSet:
-        """The zoo's probe set: the inputs its signatures were computed on, each labelled with its pattern."""
+        """The zoo's probe set (``probe.parquet``): the inputs its signatures were computed on, each
+        labelled with its pattern. A source built without a zoo folder regenerates it from the config."""
+        if self.zoo is not None:
+            try:
+                return self.zoo.probe_set
+            except ValueError as error:
+                raise InterpreterError(str(error)) from None
         from zoo.factory.batch import probe_set
 
         return probe_set(self.config)
@@ -144,36 +155,31 @@ class ZooSource:
 
 
 def open_source(path: str | Path) -> ZooSource:
-    """Open a zoo folder for reading; every problem is one ``InterpreterError`` line."""
+    """Open a zoo (``zoo.open``) for the interpreter; every problem is one ``InterpreterError`` line."""
+    from zoo.api import Zoo, ZooError
+
     path = Path(path)
     if not path.is_dir():
         raise InterpreterError(f"{path}: no such zoo folder")
     try:
-        info = read_zoo_info(path)
-    except (FileNotFoundError, ValueError) as error:
+        zoo = Zoo(path)
+    except ZooError as error:
         raise InterpreterError(str(error)) from None
-    config_path = path / "config.yaml"
-    if not config_path.is_file():
-        raise InterpreterError(f"{path}: no config.yaml beside the shards")
-    try:
-        config = load_config(config_path, ZooConfig)
-    except ConfigError as error:
-        raise InterpreterError(str(error)) from None
-    shards = shard_paths(path)
+    shards = zoo.shards
     if not shards:
         raise InterpreterError(f"{path}: the zoo holds no shards yet")
-    stats = signature_stats_of(pq.read_schema(shards[0]))
-    if stats is None:
+    if signature_stats_of(pq.read_schema(shards[0])) is None:
         raise InterpreterError(f"{shards[0]}: no zoo.signature_stats in the schema metadata")
     assignment, source = _assignment(path)
     return ZooSource(
         path=path,
-        config=config,
-        zoo_id=info.zoo_id,
-        pattern_names=tuple(pattern_library(config.patterns)),
-        signature_stats=tuple(stats),
+        config=zoo.config,
+        zoo_id=zoo.info.zoo_id,
+        pattern_names=tuple(pattern_library(zoo.config.patterns)),
+        signature_stats=zoo.signature_stats,
         assignment=assignment,
         split_source=source,
+        zoo=zoo,
     )
 
 
@@ -189,10 +195,7 @@ def _assignment(path: Path) -> tuple[dict[int, str], str]:
     facts: dict[int, BatchFacts | None] = {}
     for shard in shard_paths(path):
         for row in pq.read_table(shard, columns=["batch_id", "patterns", "architecture"]).to_pylist():
-            arch = row["architecture"]
-            facts[int(row["batch_id"])] = BatchFacts(
-                tuple(row["patterns"]), int(arch["n_layers"]), tuple(arch["widths"]), arch["activation"]
-            )
+            facts[int(row["batch_id"])] = BatchFacts.of_row(row)
     try:
         return assign(facts, SplitOptions()), "default (no splits.json: batch-grouped 80/10/10, no OOD)"
     except SplitsError as error:
@@ -258,7 +261,7 @@ def decode(batch: pa.RecordBatch, vocab: Sequence[str]) -> list[Example]:
                 example_id=row["example_id"],
                 batch_id=int(row["batch_id"]),
                 pair_index=int(row["pair_index"]),
-                architecture=Architecture.from_dict(row["architecture"]),
+                architecture=require_family(row["architecture"], ("mlp",), "zoo interpret"),
                 signature=np.array(signatures[i], dtype=np.float32),
                 degraded=np.array(degraded[i], dtype=np.float32),
                 clean=np.array(clean[i], dtype=np.float32),
@@ -624,6 +627,4 @@ def one_hot(tokens: np.ndarray | torch.Tensor, vocab_size: int) -> torch.Tensor:
 
 
 def dump_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(path)
+    write_json_atomic(path, data)

@@ -247,6 +247,7 @@ def survey(
     data_dir: str | Path | None = None,
     which: str = "best",
     refine_epochs: int | None = None,
+    progress=None,
 ) -> dict:
     """Random edits of up to ``sample`` records of a split, summed up per kind (add, remove) and weights.
 
@@ -270,7 +271,9 @@ def survey(
     order = {int(row): rank for rank, row in enumerate(rng.permutation(rows)[:sample])}
     chosen = sorted(((order[i], e) for i, e in enumerate(stream(editor.source, split)) if i in order), key=lambda pair: pair[0])
     picked: dict[str, list[dict]] = {"add": [], "remove": []}
-    for _, example in chosen:
+    for done, (_, example) in enumerate(chosen):
+        if progress is not None:  # zoo.progress: a bar in `zoo interpret edit --sample`
+            progress(done, len(chosen), "editing records")
         lost = example.metrics["corrupted_pattern"]
         options = {
             "add": [p for p in editor.source.drawn if p not in example.patterns and editor.has_direction(p)],
@@ -319,6 +322,13 @@ COLUMNS = {
     "edited_refined": "edited, refined",
     "degraded_refined": "degraded, refined",
 }
+SHORT_COLUMNS = {
+    "degraded": "degr.",
+    "repaired": "rep.",
+    "edited": "edit",
+    "edited_refined": "edit\n+ref.",
+    "degraded_refined": "degr.\n+ref.",
+}
 
 
 def render_edit(result: dict, console) -> None:
@@ -327,16 +337,18 @@ def render_edit(result: dict, console) -> None:
     sign = "+" if result["edit"] == "add" else "-"
     table = Table(
         title=f"{result['model']} ({result['architecture']}): {sign}{result['pattern']} x{result['strength']}",
-        caption="share answered yes on each pattern's benchmark positives; negatives: share answered no",
+        caption="share answered yes on each pattern's benchmark positives; negatives: share answered no. "
+        "corr.: the corrupted pattern. degr.: degraded; rep.: repaired; edit: edited; +ref.: refined",
     )
     labels = [label for label in COLUMNS if label in result["negative_accuracy"]]
-    for column in ("pattern", "trained on", "asked"):
-        table.add_column(column)
+    # 80 columns: names fold (never cut), figures keep their width under short headers (see the caption)
+    for column in ("pattern", "trained\non", "asked"):
+        table.add_column(column, overflow="fold")
     for label in labels:
-        table.add_column(COLUMNS[label], justify="right")
+        table.add_column(SHORT_COLUMNS[label], justify="right", no_wrap=True)
     asked = set(result["asked_set"])
     for name, row in result["per_pattern_accuracy"].items():
-        mark = "yes (corrupted)" if row["corrupted"] else "yes" if row["trained_on"] else "no"
+        mark = "corr." if row["corrupted"] else "yes" if row["trained_on"] else "no"
         table.add_row(name, mark, "yes" if name in asked else "no", *(f"{row[label]:.3f}" for label in labels))
     neg = result["negative_accuracy"]
     table.add_row("negatives", "", "", *(f"{neg[label]:.3f}" for label in labels))
@@ -365,7 +377,7 @@ def render_survey(result: dict, console) -> None:
         "(add) or stay below it (remove); others: the record's other patterns; negatives: share answered no",
     )
     for column in ("edit", "weights", "pattern", "met", "others", "negatives"):
-        table.add_column(column, justify="left" if column in ("edit", "weights") else "right")
+        table.add_column(column, justify="left" if column in ("edit", "weights") else "right", overflow="fold")
     for kind in ("add", "remove"):
         summary = result[kind]
         if not summary["records"]:

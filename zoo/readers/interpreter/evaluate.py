@@ -35,6 +35,7 @@ import torch.nn.functional as F
 
 from zoo.config import ACTIVATIONS, PatternSpace
 from zoo.factory.batch import benchmark_scores
+from zoo.subjects.families.mlp import FAMILY as MLP
 from zoo.readers.interpreter import InterpreterError
 from zoo.readers.interpreter.config import BaselineConfig, InterpreterConfig, RefineConfig
 from zoo.readers.interpreter.data import SPLITS, Example, ZooSource, batched, collate, dump_json, one_hot, open_source, stream
@@ -58,7 +59,8 @@ from zoo.readers.interpreter.metrics import (
 from zoo.readers.interpreter.model import NEVER, subject_logits
 from zoo.readers.interpreter.predictions import predictions_table, write_predictions
 from zoo.readers.interpreter.refine import Plans, refine, sequences_per_model
-from zoo.readers.interpreter.train import AdamW, Predictions, checkpoint_path, load_model, predict, resolve_device
+from zoo.readers.interpreter.train import AdamW, Predictions, checkpoint_path, load_model, predict
+from zoo.runtime import resolve_device, torch_threads
 from zoo.subjects.population import Population, from_weights, logits, one_hot_inputs
 from zoo.subjects.train import plan_groups
 
@@ -160,7 +162,7 @@ def judge_repair(
     scored: list[np.ndarray] = [np.zeros(0)] * len(examples)
     negatives, overall = np.zeros(len(examples)), np.zeros(len(examples))
     for chunk, population in populations(examples, repaired):
-        scores = benchmark_scores(population, [plans(examples[i].batch_id) for i in chunk])
+        scores = benchmark_scores(MLP, population, [plans(examples[i].batch_id) for i in chunk])
         for slot, i in enumerate(chunk):
             scored[i] = scores.pattern_accuracy[slot, : len(examples[i].patterns)]
             negatives[i], overall[i] = scores.negative_accuracy[slot], scores.accuracy[slot]
@@ -234,14 +236,23 @@ def answer_trace(
 
 
 def refined_repair(
-    pred: Predictions, named: list[list[str]], plans: Plans, config: RefineConfig, device: torch.device, seed: int
+    pred: Predictions,
+    named: list[list[str]],
+    plans: Plans,
+    config: RefineConfig,
+    device: torch.device,
+    seed: int,
+    progress=None,
+    label: str = "refining",
 ) -> tuple[dict[str, dict[str, float]], dict[str, np.ndarray]]:
     """Repair figures after refinement on the ``named`` sets' data, from the decoded and (control) the degraded
-    weights; and per start, each model's share restored."""
+    weights; and per start, each model's share restored. ``progress(done, total, what)`` follows each
+    refinement (see ``zoo.progress``)."""
     starts = {"decoded": pred.repaired or [], "degraded": [e.degraded for e in pred.examples]}
     out, per_model = {}, {}
     for start, weights in starts.items():
-        refined = refine(pred.examples, weights, named, plans, config, device, seed)
+        step = None if progress is None else (lambda done, total, what=f"{label} from the {start} weights": progress(done, total, what))
+        refined = refine(pred.examples, weights, named, plans, config, device, seed, progress=step)
         restored, side, extra = judge_repair(pred.examples, refined, plans)
         per_model[start] = restored
         out[start] = _clean(
@@ -375,11 +386,9 @@ def readouts(pred: Predictions, features: dict[str, np.ndarray], baselines: dict
 
 
 def _feature_sets(source: ZooSource, examples: list[Example]) -> dict[str, np.ndarray]:
-    from zoo.factory.batch import probe_set
-
-    probe = probe_set(source.config)
+    probe = source.probe
     return {
-        "weight_statistics": weight_statistics(examples, source.config.architecture.layers.max),
+        "weight_statistics": weight_statistics(examples, max(s.layers.max for s in source.config.spaces("mlp"))),
         "output_only": output_logits(examples, probe.tokens, source.config.patterns.vocab_size),
     }
 
@@ -406,10 +415,12 @@ def evaluate(
     which: str = "best",
     refine_epochs: int | None = None,
     console=None,
+    progress=None,
 ) -> dict:
     """Evaluate a run on a zoo's splits, train and score the baselines, write ``report.json`` and ``report.md``.
 
-    ``refine_epochs`` overrides the run's ``refine.epochs``.
+    ``refine_epochs`` overrides the run's ``refine.epochs``. ``progress(done, total, what)``, when
+    given, is told each step (``zoo.progress``: ``zoo interpret eval`` shows it as a bar).
     """
     run_dir = Path(run_dir)
     model, config, description = load_model(run_dir, which)
@@ -427,9 +438,24 @@ def evaluate(
     for key in ("pattern_names", "signature_stats"):
         if list(stored[key]) != list(getattr(source, key)):
             raise InterpreterError(f"{data_dir}: its {key.replace('_', ' ')} differ from the zoo {run_dir} was trained on")
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    device = resolve_device(config.device)
+    with torch_threads(config.threads):
+        return _evaluate(run_dir, model, repairer, config, description, source, splits, which, console, progress)
+
+
+def _evaluate(
+    run_dir: Path,
+    model,
+    repairer,
+    config: InterpreterConfig,
+    description: dict,
+    source: ZooSource,
+    splits: list[str] | None,
+    which: str,
+    console,
+    progress=None,
+) -> dict:
+    step = progress if progress is not None else (lambda *args: None)
+    device = resolve_device(config.device, "device")
     model.to(device)
     repairer.to(device)
     wanted = list(splits) if splits else [s for s in EVAL_SPLITS if source.rows(s) > 0]
@@ -444,6 +470,7 @@ def evaluate(
         raise InterpreterError(f"{source.path}: no training records for the baselines")
     log = console.print if console is not None else (lambda *a, **k: None)
     log(f"baselines: fitting on {len(train_examples)} training records")
+    step(0, None, "fitting the baselines")
     train_features = _feature_sets(source, train_examples)
     undrawn = ~source.set_space.drawn
     baselines = {
@@ -454,6 +481,7 @@ def evaluate(
 
     def read(split: str) -> tuple[Predictions, dict[str, Readout]]:
         """The interpreter's predictions on a split and every reader's outputs on it."""
+        step(0, None, f"{split}: reading the records")
         examples = list(stream(source, split))
         pred = predict(model, batched(examples, config.eval_batch_size), device, repair=repairer is model)
         return pred, readouts(pred, _feature_sets(source, pred.examples), baselines, config.baselines.ensemble_weight)
@@ -486,6 +514,7 @@ def evaluate(
             pred.repaired = predict(repairer, batched(examples, config.eval_batch_size), device, repair=True).repaired
         rows[split] = len(examples)
         log(f"{split}: {len(examples)} records")
+        step(0, None, f"{split}: scoring the repairs")
         restored, side, behaviour[split] = judge_repair(examples, pred.repaired or [], plans)
         sets = sets_of(outputs)
         report[split] = figures(names, sets["interpreter"], pred.corrupted_logits, pred.accuracy, examples, restored, side)
@@ -506,7 +535,10 @@ def evaluate(
                 f"{split}: refining the repairs ({config.refine.epochs} epochs on {size} sequences of the named sets' "
                 f"data per model, lr x {config.refine.lr_scale})"
             )
-            refined, restored_by_start = refined_repair(pred, names_of(sets["interpreter"], names), plans, config.refine, device, config.seed)
+            refined, restored_by_start = refined_repair(
+                pred, names_of(sets["interpreter"], names), plans, config.refine, device, config.seed,
+                progress=progress, label=f"{split}: refining",
+            )
             report[split]["refined_repair"] = refined
             per_model["refined_restored"] = restored_by_start["decoded"]
         per_model["answer_trace"] = answer_trace(examples, source.config.patterns, source.drawn)

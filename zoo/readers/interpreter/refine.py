@@ -112,22 +112,34 @@ def refine(
     seed: int,
     *,
     held_out: np.ndarray | None = None,
+    progress=None,
 ) -> list[np.ndarray]:
     """Flat weights of every ``starts[i]`` after ``config.epochs`` on ``named_sets[i]``'s data.
 
     A named set the sampler makes no data for (none at all, or patterns whose positives all
     lie inside each other's) leaves its model unchanged. ``held_out`` applies to every model
-    (see ``refine_job``).
+    (see ``refine_job``). ``progress(done, total)``, when given, counts each model twice: once
+    when its data is made, once when it is trained.
     """
     out = [np.asarray(s, dtype=np.float32) for s in starts]
+    total, done = 2 * len(named_sets), 0
+
+    def step(n: int) -> None:
+        nonlocal done
+        done += n
+        if progress is not None:
+            progress(done, total)
+
     todo, jobs = [], []
     for i, named in enumerate(named_sets):
         try:
             jobs.append(refine_job(examples[i], starts[i], named, plans, config, seed, held_out=held_out))
         except ValueError:
+            step(2)  # left unchanged: nothing to train either
             continue
         todo.append(i)
-    for group in train_subjects(jobs, plans.config.training, device, epochs=config.epochs):
+        step(1)
+    for group in train_subjects(jobs, plans.config.training, device, epochs=config.epochs, on_group=step):
         for slot, weights in zip(group.indices, to_weights(group.population)):
             out[todo[slot]] = weights
     return out

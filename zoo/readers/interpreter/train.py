@@ -16,7 +16,6 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import os
 import shutil
 import time
 from collections.abc import Callable
@@ -29,9 +28,10 @@ import torch.nn.functional as F
 from pydantic import ValidationError
 from safetensors.torch import load_file, save_file
 
+from zoo.atomic import atomic_path
 from zoo.config import format_validation_error
 from zoo.readers.interpreter import InterpreterError
-from zoo.readers.interpreter.config import InterpreterConfig
+from zoo.readers.interpreter.config import InterpreterConfig, migrate_run_config
 from zoo.readers.interpreter.data import (
     Batch,
     Example,
@@ -48,8 +48,9 @@ from zoo.readers.interpreter.data import (
 from zoo.readers.interpreter.directions import LatentMeans, edited_sets, sample_edits
 from zoo.readers.interpreter.metrics import SetSpace, choose_threshold, exact_match, macro_f1, mae, read_sets, top1
 from zoo.readers.interpreter.model import Interpreter, Output, pattern_columns, subject_logits
+from zoo.runtime import resolve_device, torch_threads
 
-RUN_VERSION = 1
+RUN_VERSION = 2  # 2: the config's defaults became the shipped recipe's (config.DEFAULTS_BEFORE reads older runs)
 CONFIG_FILE = "config.json"
 STATE_FILE = "state.json"
 LAST_FILE = "last.safetensors"
@@ -61,14 +62,6 @@ EpochHook = Callable[[int, dict, Path], None]
 OBJECTIVE_TERMS = ("patterns", "corrupted", "accuracy", "repair_function")
 # may change when a run resumes: runtime settings, and what only evaluation uses
 RUNTIME_FIELDS = ("device", "threads", "eval_batch_size", "select", "set_threshold", "baselines", "refine")
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise InterpreterError("device is 'cuda' but torch sees no CUDA device")
-    return torch.device(name)
 
 
 # ---------------------------------------------------------------- losses
@@ -379,13 +372,18 @@ def read_run(run_dir: str | Path) -> dict:
         data = json.loads(path.read_text())
     except ValueError as error:
         raise InterpreterError(f"{path}: unreadable ({error})") from None
-    if data.get("version") != RUN_VERSION:
-        raise InterpreterError(f"{path}: run version {data.get('version')}, this code reads {RUN_VERSION}")
+    version = data.get("version", 1)  # runs before the version was recorded are version 1
+    if not isinstance(version, int) or not 1 <= version <= RUN_VERSION:
+        raise InterpreterError(f"{path}: run version {version}, this code reads 1 to {RUN_VERSION}")
+    if version < RUN_VERSION:  # read as the current version: the defaults the run was made with, written in
+        data["interpreter"] = migrate_run_config(data.get("interpreter", {}), version)
+        data["version"] = RUN_VERSION
     return data
 
 
 def run_config(description: dict, run_dir: str | Path) -> InterpreterConfig:
-    """A run's config; fields added to the config since the run was made take their defaults."""
+    """A run's config (``read_run``'s description, migrated to this run version); fields added since
+    the run was made take their defaults, and those whose default changed, the old one."""
     try:
         return InterpreterConfig.model_validate(description["interpreter"])
     except ValidationError as error:
@@ -416,14 +414,8 @@ def load_model(run_dir: str | Path, which: str = "best", device: torch.device | 
 
 
 def _save_atomic(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-    fd = os.open(tmp, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
 
 
 def save_checkpoint(
@@ -592,13 +584,28 @@ def train(
     """Train (or resume) an interpreter on a zoo's train split; returns the final state (history included).
 
     ``on_epoch(epoch, metrics, run_dir)`` runs after each epoch's checkpoint is written
-    (Ray Tune reports from it).
+    (Ray Tune reports from it). ``config.threads`` holds while it runs.
     """
+    with torch_threads(config.threads):
+        return _train(
+            config, data_dir, run_dir, overwrite=overwrite, console=console, progress=progress, on_epoch=on_epoch, source=source
+        )
+
+
+def _train(
+    config: InterpreterConfig,
+    data_dir: str | Path,
+    run_dir: str | Path,
+    *,
+    overwrite: bool,
+    console,
+    progress: bool,
+    on_epoch: EpochHook | None,
+    source: ZooSource | None,
+) -> dict:
     run_dir = Path(run_dir)
     source = open_source(data_dir) if source is None else source
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    device = resolve_device(config.device)
+    device = resolve_device(config.device, "device")
     resume = prepare_run(run_dir, config, source, overwrite)
     kw = {"cache": config.data.cache, "read_rows": config.data.read_rows, "shuffle_buffer": config.data.shuffle_buffer}
     train_data = SplitData(source, config.data.train_split, **kw)

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import torch
 
 from zoo.atomic import atomic_path
-from zoo.subjects.architecture import Architecture
+from zoo.subjects.families.mlp import Architecture
 from zoo.subjects.population import forward, from_weights, one_hot_inputs
 
 Site = Literal["post", "pre"]

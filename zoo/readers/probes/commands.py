@@ -33,14 +33,16 @@ def _add_recipe_options(p: argparse.ArgumentParser) -> None:
         "configs/readers/probes-reference.yaml is the reference)",
     )
     p.add_argument("--epochs", type=int, help="override the recipe's epochs")
-    p.add_argument("--site", choices=("post", "pre"), help="probe post- or pre-activations")
-    p.add_argument("--max-samples", dest="max_samples", type=int, help="stratified subsample of each model's data")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--site", choices=("post", "pre"), help="override the recipe's site: probe post- or pre-activations")
+    p.add_argument(
+        "--max-samples", dest="max_samples", type=int, metavar="N",
+        help="override the recipe's max_samples: a stratified subsample of N of each model's sequences",
+    )
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="override the recipe's device")
 
 
 def cmd_probe_model(args: argparse.Namespace) -> int:
     from rich.console import Console
-    from rich.table import Table
 
     from zoo.readers.probes.report import layer_label
     from zoo.readers.probes.zoo_probe import probe_row
@@ -48,20 +50,7 @@ def cmd_probe_model(args: argparse.Namespace) -> int:
     config = recipe_from_args(args)
     result, report = probe_row(args.data, args.row, args.out, config, args.which)
     console = Console()
-    table = Table(title=f"probes of {report['model']['name']}")
-    for column in ("layer", "accuracy", "control", "selectivity", "untrained twin"):
-        table.add_column(column, justify="right")
-    twin = report.get("random_init", {}).get("per_layer_accuracy", {})
-    for layer in result.layers:
-        key = str(layer)
-        values = (
-            report["per_layer_accuracy"][key],
-            report["per_layer_control_accuracy"][key],
-            report["per_layer_selectivity"][key],
-            twin.get(key),
-        )
-        table.add_row(layer_label(layer), *("" if v is None else f"{v:.3f}" for v in values))
-    console.print(table)
+    console.print(probe_table(result.layers, report))
     selectivity = "" if report["selectivity"] is None else f", selectivity {report['selectivity']:.3f}"
     console.print(
         f"best layer {layer_label(report['best_layer'])}: accuracy {report['best_accuracy']:.3f}{selectivity} "
@@ -72,23 +61,49 @@ def cmd_probe_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def probe_table(layers, report: dict):
+    """Per layer: probe accuracy, control, selectivity, the untrained twin's accuracy (values fold, never cut)."""
+    from rich.table import Table
+
+    from zoo.readers.probes.report import layer_label
+
+    table = Table(title=f"probes of {report['model']['name']}")
+    for column in ("layer", "accuracy", "control", "selectivity", "untrained twin"):
+        table.add_column(column, justify="right", overflow="fold")
+    twin = report.get("random_init", {}).get("per_layer_accuracy", {})
+    for layer in layers:
+        key = str(layer)
+        values = (
+            report["per_layer_accuracy"][key],
+            report["per_layer_control_accuracy"][key],
+            report["per_layer_selectivity"][key],
+            twin.get(key),
+        )
+        table.add_row(layer_label(layer), *("" if v is None else f"{v:.3f}" for v in values))
+    return table
+
+
 def cmd_probe_zoo(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from zoo.readers.probes.zoo_probe import probe_zoo
 
+    from zoo.progress import progress_bar
+
     config = recipe_from_args(args)
-    console = Console()
-    summary = probe_zoo(
-        args.data,
-        args.out,
-        config,
-        workers=args.workers,
-        address=args.address,
-        batches=args.batches,
-        gpus_per_worker=args.gpus_per_worker,
-        log=lambda line: console.print(line, highlight=False, markup=False),
-    )
+    console = Console(stderr=args.json)  # with --json, stdout holds the JSON alone
+    with progress_bar("probing", enabled=not args.json) as progress:
+        summary = probe_zoo(
+            args.data,
+            args.out,
+            config,
+            workers=args.workers,
+            address=args.address,
+            batches=args.batches,
+            gpus_per_worker=args.gpus_per_worker,
+            log=lambda line: console.print(line, highlight=False, markup=False),
+            progress=progress,
+        )
     if args.json:
         print(json.dumps(summary))
         return 0
@@ -124,60 +139,87 @@ def format_table(rows: list[dict], columns: list[str]) -> str:
 
 
 def cmd_tune_probes(args: argparse.Namespace) -> int:
-    from zoo.readers.probes.config import load_probe_tune_config
-    from zoo.readers.probes.tune import BEST_FILE, RESULTS_FILE, tune_probes
+    from rich.console import Console
 
-    config = load_probe_tune_config(args.config)
+    from zoo.readers.probes.config import load_probe_tune_config
+    from zoo.readers.probes.tune import tune_probes
+    from zoo.readers.tune import render
+
+    config = load_probe_tune_config(args.config, {"storage_path": args.storage} if args.storage else None)
     outcome = tune_probes(args.data, config, out=args.out, num_samples=args.num_samples, address=args.address)
-    columns = [c for c in outcome.rows[0] if c != "trial"]
-    print(f"probe sweep: {len(outcome.rows)} trials, best first ({config.metric}, ASHA)")
-    print(format_table(outcome.rows, columns))
-    best = ", ".join(
-        f"{k}={outcome.best[k]:.4g}" if isinstance(outcome.best[k], float) else f"{k}={outcome.best[k]}"
-        for k in config.search_space
-    )
-    print(f"best: {best} -> {outcome.out / BEST_FILE}, {outcome.out / RESULTS_FILE}")
+    render(outcome, Console())
     return 0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    probe = subparsers.add_parser("probe", help="linear probes of subject models' layers")
-    sub = probe.add_subparsers(dest="probe_command", required=True, parser_class=subparsers._parser_class)
+    probe = subparsers.add_parser(
+        "probe",
+        help="linear probes of subject models' layers",
+        description="Linear probes of subject models' layers: per layer, how well each pattern can be read "
+        "from the activations, against a control task and an untrained twin. `zoo probe COMMAND --help` for a "
+        "command's options.",
+    )
+    sub = probe.add_subparsers(dest="probe_command", required=True, parser_class=subparsers._parser_class, metavar="COMMAND")
 
-    p = sub.add_parser("model", help="probe every layer of one record's model; write checkpoints and a report")
+    p = sub.add_parser(
+        "model",
+        help="probe every layer of one record's model; write checkpoints and a report",
+        description="Probe every layer of one record's clean or degraded model; write the probes' "
+        "checkpoints, report.md and report.json to --out.",
+    )
     p.add_argument("--data", required=True, help="zoo folder")
     p.add_argument("--row", type=int, required=True, help="record index (rows in batch, pair order)")
-    p.add_argument("--which", choices=("clean", "degraded"), default="clean")
+    p.add_argument("--which", choices=("clean", "degraded"), default="clean", help="which model of the record")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--layers", type=_layers, help="comma-separated layers (0 = input), default all")
+    p.add_argument("--layers", type=_layers, help="override the recipe's layers: comma-separated, 0 the input (default: all)")
     _add_recipe_options(p)
     p.set_defaults(func=cmd_probe_model)
 
-    p = sub.add_parser("zoo", help="probe every clean and degraded model of a zoo and summarize")
+    p = sub.add_parser(
+        "zoo",
+        help="probe every clean and degraded model of a zoo and summarize",
+        description="Probe every clean and degraded model of a zoo (in-process or on Ray actors) and write "
+        "per-model results and summary.md to --out: where the clean models hold their patterns, and where the "
+        "degraded ones lose the corrupted one.",
+    )
     p.add_argument("--data", required=True, help="zoo folder")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--batches", type=int, help="only the first N batches")
+    p.add_argument("--batches", type=int, metavar="N", help="only the first N batches (default: all)")
     p.add_argument("--workers", type=int, default=0, help="Ray actors (0: in-process)")
     p.add_argument("--address", help="Ray cluster address (default: embedded local Ray)")
-    p.add_argument("--gpus-per-worker", dest="gpus_per_worker", type=float, default=0.0)
+    p.add_argument("--gpus-per-worker", dest="gpus_per_worker", type=float, default=0.0, help="GPUs each Ray actor asks for")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     _add_recipe_options(p)
     p.set_defaults(func=cmd_probe_zoo)
 
-    p = sub.add_parser("activations", help="cache one record's activations at every layer to Parquet")
+    p = sub.add_parser(
+        "activations",
+        help="cache one record's activations at every layer to Parquet",
+        description="Cache one record's model's activations at every layer, on its labelled sequences, to "
+        "one Parquet file.",
+    )
     p.add_argument("--data", required=True, help="zoo folder")
-    p.add_argument("--row", type=int, required=True)
-    p.add_argument("--which", choices=("clean", "degraded"), default="clean")
+    p.add_argument("--row", type=int, required=True, help="record index (rows in batch, pair order)")
+    p.add_argument("--which", choices=("clean", "degraded"), default="clean", help="which model of the record")
     p.add_argument("--out", required=True, help="Parquet file to write")
     _add_recipe_options(p)
     p.set_defaults(func=cmd_probe_activations)
 
 
 def register_tune(tune_subparsers: argparse._SubParsersAction) -> None:
-    p = tune_subparsers.add_parser("probes", help="Ray Tune (ASHA) sweep of the probe recipe")
+    p = tune_subparsers.add_parser(
+        "probes",
+        help="Ray Tune (ASHA) sweep of the probe recipe",
+        description="Ray Tune (ASHA) sweep of the probe recipe's hyperparameters on a zoo; prints the trials, "
+        "best first, and writes the table and the best config.",
+    )
     p.add_argument("--data", required=True, help="zoo folder")
     p.add_argument("--config", help="sweep YAML (default: configs/tune/probes.yaml)")
-    p.add_argument("--out", help="where the table, best config and Tune's files go (default: the config's out)")
+    p.add_argument(
+        "--out", help="the sweep's folder: Tune's files, results.csv, results.md, best_config.yaml "
+        "(default: the config's storage_path/name)"
+    )
+    p.add_argument("--storage", help="override storage_path (local folder or cloud URI)")
     p.add_argument("--num-samples", dest="num_samples", type=int, help="override the config's num_samples")
     p.add_argument("--address", help="Ray cluster address (default: embedded local Ray)")
     p.set_defaults(func=cmd_tune_probes)

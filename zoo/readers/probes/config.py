@@ -1,11 +1,12 @@
 """Settings of the probing reader: the probe recipe, and the Tune sweep over it.
 
-``ProbeConfig``'s defaults are the reference recipe (Adam, lr 1e-3, coupled weight
-decay 0.1; ``configs/readers/probes-reference.yaml`` writes them out). ``configs/readers/probes.yaml``,
-the recipe the commands use unless ``--config`` names another, is the tuned one: the
-reference's coupled weight decay of 0.1 underfits probes of 32-48 standardized features.
-``configs/tune/probes.yaml`` is an instance of ``ProbeTuneConfig``. All are read with
-``zoo.config.load_config`` (unknown keys are errors, one line naming the field).
+``ProbeConfig``'s defaults are the tuned recipe (Adam, lr 0.02, no weight decay), the one
+the commands use unless ``--config`` names another; ``configs/readers/probes.yaml`` writes
+it out. ``configs/readers/probes-reference.yaml`` is the reference recipe (lr 1e-3, coupled
+weight decay 0.1), which underfits probes of 32-48 standardized features; it lists only the
+two fields it changes. ``configs/tune/probes.yaml`` writes out ``ProbeTuneConfig``'s
+defaults. All are read with ``zoo.config.load_config`` (unknown keys are errors, one line
+naming the field).
 """
 
 from __future__ import annotations
@@ -15,11 +16,11 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from zoo.config import Strict, load_or_default
+from zoo.config import Strict, load_or_default, shipped_config
+from zoo.readers.tune import Distribution, TuneSettings
 
-CONFIGS = Path(__file__).resolve().parents[3] / "configs"
-DEFAULT_CONFIG = CONFIGS / "readers" / "probes.yaml"
-DEFAULT_TUNE_CONFIG = CONFIGS / "tune" / "probes.yaml"
+DEFAULT_CONFIG = shipped_config("readers/probes.yaml")
+DEFAULT_TUNE_CONFIG = shipped_config("tune/probes.yaml")
 
 Split = Literal["train", "val", "benchmark"]
 Ambiguous = Literal["drop", "smallest_pool"]
@@ -33,10 +34,10 @@ class PlateauConfig(Strict):
     learning rate is multiplied by ``factor`` (never below ``min_lr``).
     """
 
-    factor: float = Field(0.75, gt=0.0, le=1.0)
-    patience: int = Field(0, ge=0)
-    threshold: float = Field(1e-4, ge=0.0)
-    min_lr: float = Field(0.0, ge=0.0)
+    factor: float = Field(0.75, gt=0.0, le=1.0, description="multiplies the learning rate on a plateau (1: never changes it)")
+    patience: int = Field(0, ge=0, description="epochs without a better training loss tolerated before a reduction")
+    threshold: float = Field(1e-4, ge=0.0, description="relative improvement that counts as a better loss")
+    min_lr: float = Field(0.0, ge=0.0, description="the learning rate is never reduced below this")
 
 
 class ProbeConfig(Strict):
@@ -57,23 +58,37 @@ class ProbeConfig(Strict):
     max_samples: int | None = Field(None, ge=2, description="stratified subsample of the pooled data (None: all)")
     # the recipe
     val_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="stratified validation share")
-    split_seed: int = Field(0, ge=0)
+    split_seed: int = Field(0, ge=0, description="seed of the stratified train/validation split")
     init_seed: int = Field(0, ge=0, description="seed of the probes' initial weights and data order")
-    epochs: int = Field(50, ge=1)
-    batch_size: int = Field(200, ge=1)
+    epochs: int = Field(50, ge=1, description="passes over the probe's training data")
+    batch_size: int = Field(200, ge=1, description="examples per optimizer step")
     optimizer: Literal["adam", "adamw"] = Field(
         "adam", description="adam: L2 weight decay added to the gradient (coupled, as torch.optim.Adam); adamw: decoupled"
     )
-    lr: float = Field(1e-3, gt=0.0)
-    betas: tuple[float, float] = (0.9, 0.95)
-    eps: float = Field(1e-8, gt=0.0)
-    weight_decay: float = Field(0.1, ge=0.0, description="on the weights only, never the biases")
-    scheduler: PlateauConfig = PlateauConfig()
-    val_every: int = Field(10, ge=1, description="validate every this many epochs (and after the last)")
+    lr: float = Field(
+        0.02,
+        gt=0.0,
+        description="initial learning rate (chosen by `zoo tune probes` on the quickstart zoo; the reference recipe: 1e-3)",
+    )
+    betas: tuple[float, float] = Field((0.9, 0.95), description="Adam's decay rates of the gradient's mean and square")
+    eps: float = Field(1e-8, gt=0.0, description="Adam's denominator term")
+    weight_decay: float = Field(
+        0.0,
+        ge=0.0,
+        description="on the weights only, never the biases (the reference recipe's 0.1 underfits zoo subjects)",
+    )
+    scheduler: PlateauConfig = Field(
+        PlateauConfig(), description="ReduceLROnPlateau per probe, on its training loss after every epoch"
+    )
+    val_every: int = Field(
+        10, ge=1, description="validate every this many epochs (and after the last); the best checkpoint is chosen among them"
+    )
     standardize: bool = Field(True, description="z-score every feature with the training split's mean and std")
     # controls
-    control: bool = Field(True, description="also train probes on shuffled labels, for selectivity")
-    control_seed: int = Field(1, ge=0)
+    control: bool = Field(
+        True, description="also train probes on shuffled labels at every layer, for selectivity (accuracy - control's)"
+    )
+    control_seed: int = Field(1, ge=0, description="seed of the control probes' label shuffle")
     random_twin: bool = Field(True, description="also probe the untrained twin (same architecture and init seed)")
     # across the zoo
     readable_threshold: float = Field(
@@ -81,7 +96,7 @@ class ProbeConfig(Strict):
     )
     models_per_group: int = Field(16, ge=1, description="models whose probes train as one batched computation")
     activation_chunk: int = Field(8192, ge=1, description="sequences per forward pass when collecting activations")
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when torch sees one, else the CPU")
     threads: int | None = Field(
         1, ge=1, description="torch CPU threads while probing (tiny matmuls: one thread beats two); null keeps torch's"
     )
@@ -103,76 +118,52 @@ class ProbeConfig(Strict):
         return self
 
 
-class SearchDimension(Strict):
-    """One hyperparameter's distribution: ``{loguniform: [lo, hi]}`` style, exactly one key."""
-
-    loguniform: tuple[float, float] | None = None
-    uniform: tuple[float, float] | None = None
-    randint: tuple[int, int] | None = None
-    choice: list | None = None
-
-    @model_validator(mode="after")
-    def _one(self) -> SearchDimension:
-        given = [k for k in ("loguniform", "uniform", "randint", "choice") if getattr(self, k) is not None]
-        if len(given) != 1:
-            raise ValueError("give exactly one of loguniform, uniform, randint, choice")
-        if self.loguniform is not None and not 0 < self.loguniform[0] <= self.loguniform[1]:
-            raise ValueError("loguniform: needs 0 < low <= high")
-        if self.uniform is not None and self.uniform[0] > self.uniform[1]:
-            raise ValueError("uniform: needs low <= high")
-        if self.randint is not None and self.randint[0] >= self.randint[1]:
-            raise ValueError("randint: needs low < high (high is exclusive)")
-        if self.choice is not None and not self.choice:
-            raise ValueError("choice: needs at least one value")
-        return self
-
-
-TUNABLE = ("lr", "weight_decay", "epochs", "beta1", "beta2", "eps", "optimizer", "batch_size", "plateau_factor", "plateau_patience")
-
-
-class AshaConfig(Strict):
-    grace_period: int = Field(2, ge=1, description="epochs every trial runs before it may be stopped")
-    reduction_factor: float = Field(3.0, gt=1.0)
-
-
-class ProbeTuneConfig(Strict):
+class ProbeTuneConfig(TuneSettings):
     """A Ray Tune (ASHA) sweep of the probe recipe on the clean models of some batches of a zoo.
 
-    Every trial probes all layers of all chosen models as one batched computation and
-    reports, after every epoch, the validation accuracy of the best layer averaged over
-    the models (``val_accuracy``); ASHA stops weak trials early on it.
+    The shape is ``zoo.readers.tune.TuneSettings`` (shared with ``zoo tune interpreter``),
+    with the probes' defaults and one field of their own, ``models``. Every trial probes
+    all layers of all chosen models as one batched computation, validating every epoch
+    without controls or twins, and reports after every epoch the validation accuracy of
+    the best layer averaged over the models (``val_accuracy``) and that layer's
+    validation loss (``val_loss``); ASHA stops weak trials early on ``metric``.
     """
 
-    probe: ProbeConfig = Field(
-        ProbeConfig(),
-        description="the recipe every trial starts from; the search space overrides it, and trials "
-        "validate every epoch without controls or twins",
+    base: str | None = Field(
+        None, description="probe recipe the sampled values override (default: configs/readers/probes.yaml, the tuned recipe)"
     )
-    search_space: dict[str, SearchDimension] = Field(
+    overrides: dict = Field(
+        {"epochs": 50, "batch_size": 200},
+        description="fixed changes to the base recipe for every trial; its epochs are ASHA's max_t unless the space draws them",
+    )
+    space: dict[str, Distribution] = Field(
         default_factory=lambda: {
-            "lr": SearchDimension(loguniform=(1e-4, 3e-2)),
-            "weight_decay": SearchDimension(loguniform=(1e-4, 1.0)),
-        }
+            "lr": Distribution(loguniform=(1e-4, 5e-2)),
+            "weight_decay": Distribution(choice=[0.0, 1e-4, 1e-3, 1e-2, 1e-1]),
+            "epochs": Distribution(choice=[20, 50, 100]),
+            "betas": Distribution(choice=[[0.9, 0.95], [0.9, 0.999]]),
+            "optimizer": Distribution(choice=["adam", "adamw"]),
+            "scheduler.factor": Distribution(uniform=(0.5, 0.95)),
+        },
+        description="dotted probe-recipe field (lr, betas, scheduler.factor, ...) -> its distribution",
     )
-    models: int = Field(4, ge=1, description="clean models (the first batches of the zoo) each trial probes")
-    num_samples: int = Field(16, ge=1)
-    metric: Literal["val_accuracy", "val_loss"] = "val_accuracy"
-    asha: AshaConfig = AshaConfig()
-    cpus_per_trial: float = Field(1.0, gt=0.0)
-    gpus_per_trial: float = Field(0.0, ge=0.0)
-    seed: int | None = Field(0, description="seed of the search's random sampling (None: unseeded)")
-    out: str = Field("runs/tune-probes", description="where the table, the best config and Tune's files go")
+    models: int = Field(8, ge=1, description="clean models (the first batches of the zoo) each trial probes")
+    num_samples: int = Field(32, ge=1, description="trials sampled from the space")
+    metric: Literal["val_accuracy", "val_loss"] = Field(
+        "val_accuracy",
+        description="what ASHA and the ranking read: the validation accuracy of each model's best layer, averaged over "
+        "the models (mode max), or that layer's validation loss (mode min)",
+    )
+    mode: Literal["min", "max"] = Field("max", description="max for val_accuracy, min for val_loss")
+    grace_period: int = Field(5, ge=1, description="epochs every trial runs before ASHA may stop it")
+    name: str = Field("probes", pattern=r"^[A-Za-z0-9_.-]+$", description="the sweep's folder under storage_path")
 
     @model_validator(mode="after")
-    def _known(self) -> ProbeTuneConfig:
-        unknown = sorted(set(self.search_space) - set(TUNABLE))
-        if unknown:
-            raise ValueError(f"search_space: unknown hyperparameter {unknown[0]!r} (tunable: {', '.join(TUNABLE)})")
+    def _mode(self) -> ProbeTuneConfig:
+        wanted = "max" if self.metric == "val_accuracy" else "min"
+        if self.mode != wanted:
+            raise ValueError(f"mode: {self.metric} is {'maximized' if wanted == 'max' else 'minimized'}: set mode {wanted}")
         return self
-
-    @property
-    def mode(self) -> str:
-        return "max" if self.metric == "val_accuracy" else "min"
 
 
 def load_probe_config(path: str | Path | None = None, overrides: dict | None = None) -> ProbeConfig:

@@ -17,9 +17,9 @@ from typing import Literal
 import numpy as np
 import pyarrow as pa
 
-from zoo.config import ConfigError, ZooConfig, load_config
+from zoo.config import ZooConfig
 from zoo.readers.probes.config import Ambiguous
-from zoo.factory.manifest import CONFIG_FILE, ZOO_FILE, ManifestError, read_zoo_info
+from zoo.factory.manifest import ManifestError
 
 NONE_CLASS = "none"
 RECORD_COLUMNS = (
@@ -143,23 +143,17 @@ class ZooRecords:
 
 
 def open_zoo(path: str | Path) -> ZooRecords:
-    """Read a zoo folder's records and ``config.yaml``; every problem is a one-line ``ProbeError``."""
-    from zoo.factory.reader import read_records
+    """Read a zoo's records (``zoo.open``); every problem is a one-line ``ProbeError``."""
+    from zoo.api import Zoo, ZooError
 
-    folder = Path(path)
-    if not (folder / ZOO_FILE).is_file():
-        raise ProbeError(f"{folder}: not a zoo folder (no {ZOO_FILE})")
-    if not (folder / CONFIG_FILE).is_file():
-        raise ProbeError(f"{folder}: no {CONFIG_FILE} (zoo generate writes it beside the shards)")
     try:
-        read_zoo_info(folder)
-        config = load_config(folder / CONFIG_FILE)
-        table = read_records(folder, columns=list(RECORD_COLUMNS))
-    except (ConfigError, ManifestError, FileNotFoundError, OSError, pa.ArrowException) as error:
-        raise ProbeError(f"{folder}: unreadable zoo ({error})") from None
-    except ValueError as error:
+        zoo = Zoo(path)
+        table = zoo.table(columns=list(RECORD_COLUMNS))
+    except ZooError as error:
         raise ProbeError(str(error)) from None
-    return ZooRecords(folder, config, table)
+    except (ManifestError, FileNotFoundError, OSError, pa.ArrowException) as error:
+        raise ProbeError(f"{zoo.path}: unreadable zoo ({error})") from None
+    return ZooRecords(zoo.path, zoo.config, table)
 
 
 def row_weights(row: dict, which: Which) -> np.ndarray:

@@ -23,12 +23,11 @@ from zoo.readers.probes.train import (
     ProbeRun,
     ProbeWeights,
     control_labels,
-    resolve_device,
     stratified_split,
-    torch_threads,
     train_probes,
 )
-from zoo.subjects.architecture import Architecture
+from zoo.runtime import resolve_device, torch_threads
+from zoo.subjects.families.mlp import Architecture
 
 TRAINED, RANDOM = "trained", "random"
 REAL, CONTROL = 0, 1
@@ -169,7 +168,7 @@ def feature_sets(specs: list[ModelSpec], config: ProbeConfig) -> Prepared:
             archs.append(spec.architecture), weights.append(spec.twin_weights), tokens.append(spec.data.tokens)
             owners.append((i, RANDOM))
     with torch_threads(config.threads):
-        acts = collect(archs, weights, tokens, config.site, config.activation_chunk, resolve_device(config.device))
+        acts = collect(archs, weights, tokens, config.site, config.activation_chunk, resolve_device(config.device, "device"))
     first_with: dict[int, int] = {}
     alias: dict[int, int] = {}
     for i, spec in enumerate(specs):

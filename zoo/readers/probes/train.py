@@ -12,7 +12,7 @@ their weights get no gradient and weight decay keeps them at zero); missing
 classes are masked out of the loss and the argmax. One ``baddbmm`` computes every
 probe's logits on its own minibatch and one ``bmm`` every probe's weight gradient.
 
-The optimizer is Adam written for the stack, with a learning rate per probe so
+The optimizer is ``zoo.optim.StackedAdam``, with a learning rate per probe so
 that ReduceLROnPlateau can act on each probe alone; weight decay touches the
 weights, never the biases (coupled as in ``torch.optim.Adam``, or decoupled:
 ``adamw``). Activations are standardized with the training split's statistics.
@@ -20,16 +20,17 @@ weights, never the biases (coupled as in ``torch.optim.Adam``, or decoupled:
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from zoo.readers.probes.config import ProbeConfig
+from zoo.optim import StackedAdam
 from zoo.readers.probes.data import ProbeError
+from zoo.runtime import resolve_device, torch_threads
 
 
 @dataclass(eq=False)
@@ -115,24 +116,6 @@ def control_labels(labels: np.ndarray, train_idx: np.ndarray, val_idx: np.ndarra
     return out
 
 
-def resolve_device(name: str) -> torch.device:
-    from zoo.subjects.population import resolve_device as resolve
-
-    return resolve(name)
-
-
-@contextlib.contextmanager
-def torch_threads(n: int | None) -> Iterator[None]:
-    """Run with ``n`` torch CPU threads (``None``: leave torch's setting), restored afterwards."""
-    previous = torch.get_num_threads()
-    if n is not None:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
 def train_probes(
     sets: Sequence[FeatureSet], config: ProbeConfig, on_epoch: EpochCallback | None = None
 ) -> ProbeRun:
@@ -160,7 +143,7 @@ def _train(sets: Sequence[FeatureSet], config: ProbeConfig, on_epoch: EpochCallb
             raise ProbeError(
                 f"{len(s.x)} labelled sequences leave an empty {'training' if len(s.train_idx) == 0 else 'validation'} split"
             )
-    device = resolve_device(config.device)
+    device = resolve_device(config.device, "device")
     n_sets, width, n_classes = len(sets), max(s.width for s in sets), max(s.n_classes for s in sets)
     kc = k * n_classes
     n_max = max(len(s.x) for s in sets)
@@ -212,9 +195,9 @@ def _train(sets: Sequence[FeatureSet], config: ProbeConfig, on_epoch: EpochCallb
     B = (b0 * class_cols).to(device)
 
     lr = torch.full((n_sets, k), config.lr, device=device)
-    beta1, beta2 = config.betas
-    m_w, v_w = torch.zeros_like(W), torch.zeros_like(W)
-    m_b, v_b = torch.zeros_like(B), torch.zeros_like(B)
+    adam = {"betas": config.betas, "eps": config.eps}
+    adam_w = StackedAdam(W, **adam, weight_decay=config.weight_decay, decoupled=config.optimizer == "adamw")
+    adam_b = StackedAdam(B, **adam)  # weight decay never touches the biases
     plateau_best = torch.full((n_sets, k), float("inf"), device=device)
     plateau_bad = torch.zeros((n_sets, k), dtype=torch.long, device=device)
 
@@ -228,7 +211,6 @@ def _train(sets: Sequence[FeatureSet], config: ProbeConfig, on_epoch: EpochCallb
     n_train = TRM.sum(1).clamp_min(1).float()  # [F]
     f_index = torch.arange(n_sets, device=device)[:, None]
     order_gen = torch.Generator(device="cpu").manual_seed(config.init_seed + 1)
-    step = 0
 
     def logits_of(xb: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return torch.baddbmm(b, xb, w).view(n_sets, xb.shape[1], k, n_classes)  # [F, n, K, C]
@@ -267,18 +249,9 @@ def _train(sets: Sequence[FeatureSet], config: ProbeConfig, on_epoch: EpochCallb
             g = g.reshape(n_sets, -1, kc)
             g_w = torch.bmm(xb.transpose(1, 2), g)
             g_b = g.sum(1, keepdim=True)
-            live = (count > 0).float()[:, None, None]
-            if config.weight_decay and config.optimizer == "adam":
-                g_w = g_w + config.weight_decay * W
-            step += 1
-            c1, c2 = 1 - beta1**step, 1 - beta2**step
-            for p, grad, m, v in ((W, g_w, m_w, v_w), (B, g_b, m_b, v_b)):
-                m.lerp_(grad, 1 - beta1)
-                v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-                update = (m / c1) / ((v / c2).sqrt_().add_(config.eps))
-                if p is W and config.weight_decay and config.optimizer == "adamw":
-                    update = update + config.weight_decay * W
-                p.sub_(update * lr_cols * live)
+            step_lr = lr_cols * (count > 0).float()[:, None, None]  # a probe without samples here stays put
+            adam_w.step(g_w, step_lr)
+            adam_b.step(g_b, step_lr)
         train_loss = epoch_loss / n_train[:, None]
         train_acc = epoch_correct / n_train[:, None]
         hist["tl"][epoch] = train_loss.cpu().numpy()

@@ -35,7 +35,8 @@ from zoo.readers.probes.data import LabelledData, ProbeError, Which, ZooRecords,
 from zoo.readers.probes.png import Series, line_chart
 from zoo.readers.probes.probe import ModelProbes, ModelSpec, probe_model, probe_models
 from zoo.readers.probes.report import class_metrics, detection_accuracy, layer_label, write_model_report
-from zoo.subjects.architecture import Architecture
+from zoo.runtime import torch_threads
+from zoo.subjects.families import require_family
 
 Log = Callable[[str], None]
 
@@ -44,7 +45,7 @@ Log = Callable[[str], None]
 
 
 def row_meta(zoo: ZooRecords, row: dict, which: Which, index: int | None = None) -> dict:
-    arch = Architecture.from_dict(row["architecture"])
+    arch = require_family(row["architecture"], ("mlp",), "zoo probe")
     name = f"{row['example_id']} ({which})" if which == "degraded" else f"batch {row['batch_id']} (clean)"
     meta = {
         "name": name,
@@ -67,7 +68,7 @@ def row_spec(
     """A record's clean or degraded model, its batch's labelled sequences and its untrained twin."""
     from zoo.subjects.population import init_weights
 
-    arch = Architecture.from_dict(row["architecture"])
+    arch = require_family(row["architecture"], ("mlp",), "zoo probe")
     if data is None:
         data = batch_data(
             zoo.config, row["batch_id"], list(config.splits), ambiguous=config.ambiguous, expect=list(row["patterns"])
@@ -179,17 +180,16 @@ class ProbeWorker:
     """A Ray actor: opens the zoo once, probes the batches it is given, returns summaries."""
 
     def __init__(self, data_dir: str, config: ProbeConfig, threads: int = 1):
-        import torch
-
-        torch.set_num_threads(threads)
         self.data_dir = data_dir
         self.config = config
+        self.threads = threads
         self.zoo: ZooRecords | None = None
 
     def run(self, batch_ids: list[int]) -> list[dict]:
         if self.zoo is None:
             self.zoo = open_zoo(self.data_dir)
-        return probe_batches(self.zoo, batch_ids, self.config)
+        with torch_threads(self.threads):
+            return probe_batches(self.zoo, batch_ids, self.config)
 
 
 def zoo_tasks(zoo: ZooRecords, config: ProbeConfig, batches: int | None = None) -> list[list[int]]:
@@ -212,37 +212,31 @@ def zoo_tasks(zoo: ZooRecords, config: ProbeConfig, batches: int | None = None) 
 
 
 def _run_ray(data_dir: Path, config: ProbeConfig, tasks: list[list[int]], workers: int, address: str | None,
-             gpus_per_worker: float, log: Log) -> list[dict]:
-    import ray
+             gpus_per_worker: float, log: Log, progress=None) -> list[dict]:
+    """The tasks on ``ProbeWorker`` actors of a ``zoo.pool.ActorPool``: a task whose worker dies is requeued."""
+    from zoo.pool import NODE_WAIT_S, ActorPool, check_resources, joined_cluster, ray_connection
 
-    started = not ray.is_initialized()
-    if started:
-        ray.init(address=address)
-    try:
-        actor = ray.remote(ProbeWorker).options(
-            num_cpus=1, num_gpus=gpus_per_worker, max_restarts=2, max_task_retries=2
+    results: dict[int, list[dict]] = {}
+    with ray_connection(address):
+        wait_s = NODE_WAIT_S if joined_cluster(address) else 0.0
+        check_resources(1, gpus_per_worker, wait_s, log, cpu_setting="CPUs per worker", gpu_setting="--gpus-per-worker")
+        pool = ActorPool(
+            ProbeWorker,
+            (str(data_dir.resolve()), config),
+            workers=min(workers, len(tasks)),
+            num_cpus=1,
+            num_gpus=gpus_per_worker,
+            describe=lambda task: f"batches {task[0]}-{task[-1]}",
+            log=log,
         )
-        actors = [actor.remote(str(data_dir.resolve()), config) for _ in range(min(workers, len(tasks)))]
-        pending = list(enumerate(tasks))
-        in_flight: dict = {}
-        load = [0] * len(actors)
-        results: dict[int, list[dict]] = {}
-        while pending or in_flight:
-            while pending and min(load) < 2:
-                a = load.index(min(load))
-                index, task = pending.pop(0)
-                in_flight[actors[a].run.remote(task)] = (index, a, task)
-                load[a] += 1
-            done, _ = ray.wait(list(in_flight), num_returns=1)
-            for ref in done:
-                index, a, task = in_flight.pop(ref)
-                load[a] -= 1
-                results[index] = ray.get(ref)
-                log(f"[{len(results)}/{len(tasks)}] batches {task[0]}-{task[-1]}: {len(results[index])} models probed")
-        return [s for i in sorted(results) for s in results[i]]
-    finally:
-        if started:
-            ray.shutdown()
+        with pool:
+            for index, result in pool.map_unordered(tasks):
+                results[index] = result
+                task = tasks[index]
+                log(f"[{len(results)}/{len(tasks)}] batches {task[0]}-{task[-1]}: {len(result)} models probed")
+                if progress is not None:
+                    progress(len(results), len(tasks), "probing (tasks)")
+    return [s for i in sorted(results) for s in results[i]]
 
 
 def probe_zoo(
@@ -254,8 +248,11 @@ def probe_zoo(
     batches: int | None = None,
     gpus_per_worker: float = 0.0,
     log: Log = print,
+    progress=None,
 ) -> dict:
-    """Probe every clean and degraded model of a zoo (its first ``batches`` batches if given) and summarize."""
+    """Probe every clean and degraded model of a zoo (its first ``batches`` batches if given) and summarize.
+
+    ``progress(done, total, what)``, when given, is told each finished task (``zoo.progress``)."""
     data_dir, out = Path(data_dir), Path(out)
     zoo = open_zoo(data_dir)
     if zoo.n_rows == 0:
@@ -269,8 +266,10 @@ def probe_zoo(
         for i, task in enumerate(tasks):
             summaries += probe_batches(zoo, task, config)
             log(f"[{i + 1}/{len(tasks)}] batches {task[0]}-{task[-1]}: {len(summaries)} models probed so far")
+            if progress is not None:
+                progress(i + 1, len(tasks), "probing (tasks)")
     else:
-        summaries = _run_ray(data_dir, config, tasks, workers, address, gpus_per_worker, log)
+        summaries = _run_ray(data_dir, config, tasks, workers, address, gpus_per_worker, log, progress)
     summary = write_zoo_summary(out, summaries, config)
     summary["seconds"] = round(time.perf_counter() - start, 2)
     summary["data"] = str(data_dir)

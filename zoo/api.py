@@ -1,0 +1,221 @@
+"""The public API behind ``import zoo``: make a zoo, open one, read it, check it.
+
+Every reader of a zoo (export, probes, the interpreter, users' notebooks) goes
+through ``Zoo``: it checks the folder once, trusts the manifest rather than the
+directory listing, reads records of every schema version in the current one, and
+takes the probe set from ``probe.parquet`` (checked against the records' hash)
+instead of regenerating it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from zoo.config import ConfigError, ZooConfig, _merge, load_config, parse_config
+from zoo.factory.manifest import CONFIG_FILE, PROBE_FILE, ZOO_FILE, ZooInfo, read_manifest, read_zoo_info
+from zoo.factory.reader import iter_batches, read_records, shard_paths
+from zoo.factory.reader import verify as _verify
+from zoo.factory.schema import signature_stats_of, upgrade_table
+
+if TYPE_CHECKING:
+    import pandas
+    from torch import nn
+
+    from zoo.patterns.sampler import ProbeSet
+
+Which = Literal["clean", "degraded"]
+
+
+class ZooError(ValueError):
+    """A folder that is not a readable zoo, or a request it cannot answer: one line."""
+
+
+class Zoo:
+    """A zoo folder opened for reading.
+
+    Attributes: ``path``, ``info`` (``zoo.json``: id, config hash, schema version),
+    ``config`` (the ``ZooConfig`` that made it), ``manifest`` (one dict per finished
+    shard). ``len(zoo)`` is the number of records. Records come sorted by
+    ``(batch_id, pair_index)``; ``split=`` picks the batches ``zoo split`` assigned to a split.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if not (self.path / ZOO_FILE).is_file():
+            raise ZooError(f"{self.path}: not a zoo folder (no {ZOO_FILE})")
+        try:
+            self.info: ZooInfo = read_zoo_info(self.path)
+            self.manifest: list[dict] = read_manifest(self.path)
+        except (FileNotFoundError, ValueError) as error:
+            raise ZooError(str(error)) from None
+        config_path = self.path / CONFIG_FILE
+        if not config_path.is_file():
+            raise ZooError(f"{self.path}: no {CONFIG_FILE} (zoo generate writes it beside the shards)")
+        try:
+            self.config: ZooConfig = load_config(config_path)
+        except ConfigError as error:
+            raise ZooError(str(error)) from None
+        # The name, not the hash: a config read by newer code (new fields with defaults) hashes differently.
+        if not self.info.zoo_id.startswith(f"{self.config.name}-"):
+            raise ZooError(f"{config_path}: names zoo {self.config.name!r}, but {ZOO_FILE} holds {self.info.zoo_id!r}")
+
+    def __len__(self) -> int:
+        return sum(int(entry["rows"]) for entry in self.manifest)
+
+    def __repr__(self) -> str:
+        return f"Zoo({str(self.path)!r}, id={self.info.zoo_id!r}, records={len(self)})"
+
+    @property
+    def batches(self) -> tuple[int, ...]:
+        """Every finished batch id (a batch that kept no pair is finished too)."""
+        return tuple(sorted(int(b) for entry in self.manifest for b in entry["batches"]))
+
+    @property
+    def shards(self) -> list[Path]:
+        """The manifest's shard files, in batch order."""
+        return shard_paths(self.path)
+
+    @cached_property
+    def signature_stats(self) -> tuple[str, ...]:
+        """Column names of the signature matrices (e.g. ``mean``, ``pattern_mean:palindrome``)."""
+        if not self.shards:
+            return ()
+        schema = pq.read_schema(self.shards[0])
+        names = signature_stats_of(schema)
+        width = schema.field("clean_signature").type.value_type.list_size
+        return tuple(names) if names else tuple(f"stat{i}" for i in range(width))
+
+    @cached_property
+    def probe_set(self) -> ProbeSet:
+        """The fixed inputs every signature was computed on, from ``probe.parquet``.
+
+        Refused when the file is missing or damaged, or when the records name another probe set.
+        """
+        from zoo.patterns.sampler import ProbeSet
+
+        path = self.path / PROBE_FILE
+        if not path.is_file():
+            raise ZooError(f"{self.path}: no {PROBE_FILE} (zoo generate writes it beside the shards)")
+        try:
+            probe = ProbeSet.from_arrow(pq.read_table(path))
+        except (ValueError, OSError, pa.ArrowException) as error:
+            raise ZooError(f"{path}: {error}") from None
+        if self.shards:
+            recorded = pq.read_table(self.shards[0], columns=["probe_hash"]).column("probe_hash")
+            if len(recorded) and recorded[0].as_py() != probe.hash:
+                raise ZooError(
+                    f"{path}: probe set {probe.hash[:12]} is not the one the records were fingerprinted on "
+                    f"({recorded[0].as_py()[:12]})"
+                )
+        return probe
+
+    def split_batches(self, split: str) -> set[int]:
+        """The batches of one split: from ``splits.json`` where ``zoo split`` wrote one."""
+        from zoo.export.splits import SPLITS_FILE, SplitsError, load_splits
+
+        if not (self.path / SPLITS_FILE).is_file():
+            raise ZooError(f"{self.path}: no {SPLITS_FILE}; run `zoo split {self.path}` first")
+        try:
+            assignment = load_splits(self.path).assignment
+        except SplitsError as error:
+            raise ZooError(str(error)) from None
+        known = set(assignment.values())
+        if split not in known:
+            raise ZooError(f"unknown split {split!r}; this zoo's splits are {', '.join(sorted(known))}")
+        return {int(batch) for batch, name in assignment.items() if name == split}
+
+    def table(self, columns: Sequence[str] | None = None, split: str | None = None) -> pa.Table:
+        """Every record (or one split's) as one Arrow table in the current schema."""
+        table = read_records(self.path, columns=None if columns is None else list(dict.fromkeys([*columns, "batch_id"])))
+        if split is not None:
+            wanted = pa.array(sorted(self.split_batches(split)), pa.int64())
+            table = table.filter(pc.is_in(table.column("batch_id"), value_set=wanted))
+        return table if columns is None else table.select(list(columns))
+
+    def records(self, columns: Sequence[str] | None = None, split: str | None = None) -> Iterator[dict]:
+        """Stream records as dicts, shard by shard (memory holds one record batch at a time)."""
+        wanted = None if split is None else pa.array(sorted(self.split_batches(split)), pa.int64())
+        read = None if columns is None else list(dict.fromkeys([*columns, "batch_id"]))
+        for batch in iter_batches(self.path, batch_size=256, columns=read):
+            if wanted is not None:
+                batch = batch.filter(pc.is_in(batch.column("batch_id"), value_set=wanted))
+            for row in batch.to_pylist():
+                yield row if columns is None else {name: row[name] for name in columns}
+
+    def to_pandas(self, columns: Sequence[str] | None = None, split: str | None = None) -> pandas.DataFrame:
+        return self.table(columns, split).to_pandas()
+
+    def to_ray_dataset(self, columns: Sequence[str] | None = None) -> Any:
+        """A ``ray.data.Dataset`` over the manifest's shards (starts or joins Ray as Ray Data does)."""
+        import ray.data
+
+        dataset = ray.data.read_parquet([str(p) for p in self.shards], columns=None if columns is None else list(columns))
+        if self.info.schema_version < 2:
+            dataset = dataset.map_batches(upgrade_table, batch_format="pyarrow")
+        return dataset
+
+    def to_hf_dataset(self, columns: Sequence[str] | None = None, split: str | None = None) -> Any:
+        """An in-memory Hugging Face ``datasets.Dataset`` of the records (no cache files written)."""
+        from datasets import Dataset
+        from datasets.table import InMemoryTable
+
+        table = self.table(columns, split)
+        return Dataset(InMemoryTable(table.replace_schema_metadata(None)))
+
+    def row(self, index: int, columns: Sequence[str] | None = None) -> dict:
+        """Record ``index`` (0-based, in ``(batch_id, pair_index)`` order)."""
+        count = len(self)
+        if not 0 <= index < count:
+            span = f"rows 0-{count - 1}" if count else "no rows"
+            raise ZooError(f"row {index} does not exist: {self.path} holds {count} records ({span})")
+        return self.table(columns).slice(index, 1).to_pylist()[0]
+
+    def load_model(self, row: int | dict, which: Which = "clean") -> nn.Module:
+        """The clean or degraded model of a record (an index or a record dict) as a ``torch.nn.Module``."""
+        from zoo.factory.load import load_model
+
+        if not isinstance(row, dict):
+            row = self.row(int(row), columns=["architecture", f"{which}_weights"] if which in ("clean", "degraded") else None)
+        return load_model(row, which)
+
+    def verify(self) -> list[str]:
+        """Every problem found (checksums, rows, schema), one line each; empty when intact."""
+        return _verify(self.path)
+
+
+def open(path: str | Path) -> Zoo:  # noqa: A001 (the verb users expect, as ray.data.read_* are)
+    """Open a finished (or partly finished) zoo folder for reading."""
+    return Zoo(path)
+
+
+def verify(path: str | Path) -> list[str]:
+    """Check every shard of a zoo against its manifest; returns the problems, one line each."""
+    return _verify(Path(path))
+
+
+def generate(config: ZooConfig | str | Path | dict, out: str | Path, *, workers: int | None = None,
+             quiet: bool = False) -> Zoo:
+    """Generate (or resume) a zoo in ``out`` and open it.
+
+    ``config`` is a ``ZooConfig``, a YAML path or a mapping; ``workers`` overrides
+    ``runtime.workers`` (0 runs in this process without Ray).
+    """
+    from rich.console import Console
+
+    from zoo.factory.runner import generate as run
+
+    overrides = {} if workers is None else {"runtime": {"workers": workers}}
+    if isinstance(config, (str, Path)):
+        config = load_config(config, overrides=overrides)
+    else:
+        data = config.model_dump(mode="json") if isinstance(config, ZooConfig) else dict(config)
+        config = parse_config(_merge(data, overrides))
+    run(config, out, console=Console(quiet=quiet))
+    return Zoo(out)

@@ -1,0 +1,46 @@
+"""The building blocks every config model is made of, apart from the models themselves.
+
+They live apart from ``zoo.config`` so that a family's config space (in its own module
+under ``zoo/subjects/families/``) can be built from them without importing every other
+setting, and ``zoo.config`` can gather the family spaces without an import cycle.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class ConfigError(ValueError):
+    """A configuration problem, already phrased as one line that names the field."""
+
+
+class Strict(BaseModel):
+    """Base for every config block: unknown keys are errors, instances are frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class IntRange(Strict):
+    """An inclusive range of integers a value is drawn from uniformly."""
+
+    min: int = Field(description="smallest value drawn")
+    max: int = Field(description="largest value drawn (inclusive)")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> IntRange:
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) > max ({self.max})")
+        return self
+
+
+class FloatRange(Strict):
+    """A range of floats a value is drawn from."""
+
+    min: float = Field(description="lower end")
+    max: float = Field(description="upper end")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> FloatRange:
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) > max ({self.max})")
+        return self
