@@ -9,7 +9,6 @@ it and exit 2 before anything is written.
 from __future__ import annotations
 
 import hashlib
-import re
 import json
 import sys
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import Discriminator, Field, Tag, ValidationError, model_validator
 
-from zoo.config_types import ConfigError, FloatRange, IntRange, Strict  # noqa: F401 (re-exported)
+from zoo.config_types import ConfigError, FloatRange, IntRange, Strict, format_validation_error  # noqa: F401 (re-exported)
 from zoo.patterns.library import validate_selection
 
 from zoo.subjects.families import ArchitectureSpace
@@ -103,7 +102,9 @@ class TrainingConfig(Strict):
     lr: FloatRange = Field(
         FloatRange(min=5e-3, max=2e-2), description="Adam learning rate, drawn log-uniformly once per batch"
     )
-    weight_decay: float = Field(0.0, ge=0.0, description="Adam's L2 weight decay")
+    weight_decay: float = Field(
+        0.0, ge=0.0, description="weight decay: Adam's L2 for MLPs; AdamW's decoupled decay on matrices for transformers"
+    )
     patience: int = Field(5, ge=1, description="epochs without a better validation loss before a model stops")
     min_delta: float = Field(1e-4, ge=0.0, description="a validation loss lower by more than this counts as better")
     population_size: int | Literal["auto"] = Field(
@@ -235,28 +236,6 @@ class ZooConfig(Strict):
         """Hash of what determines the records: everything but the runtime block and the batch count."""
         content = self.model_dump(mode="json", exclude={"runtime", "batches"})
         return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
-
-
-_FIELD_PREFIX = re.compile(r"^([A-Za-z_][\w.]*): ")
-
-
-def format_validation_error(error: ValidationError) -> str:
-    """One line naming the first offending field, e.g. ``patterns.per_batch: min (5) > max (2)``.
-
-    Model validators phrase their messages as ``subfield: problem``; the subfield is
-    joined onto the location so the line names the full dotted path.
-    """
-    first = error.errors()[0]
-    field = ".".join(str(part) for part in first["loc"] if not _is_union_tag(part))
-    msg = "unknown key" if first["type"] == "extra_forbidden" else first["msg"].removeprefix("Value error, ")
-    if _FIELD_PREFIX.match(msg):
-        return f"{field}.{msg}" if field else msg
-    return f"{field}: {msg}" if field else msg
-
-
-def _is_union_tag(part: object) -> bool:
-    """Location parts pydantic adds for unions and validators (``~space``, ``function-after[...]``)."""
-    return isinstance(part, str) and (part.startswith("~") or "[" in part)
 
 
 def parse_config(data: dict, model: type[Strict] = ZooConfig) -> Strict:

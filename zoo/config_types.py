@@ -7,7 +7,9 @@ setting, and ``zoo.config`` can gather the family spaces without an import cycle
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+import re
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 
 class ConfigError(ValueError):
@@ -44,3 +46,25 @@ class FloatRange(Strict):
         if self.min > self.max:
             raise ValueError(f"min ({self.min}) > max ({self.max})")
         return self
+
+
+_FIELD_PREFIX = re.compile(r"^([A-Za-z_][\w.]*): ")
+
+
+def format_validation_error(error: ValidationError) -> str:
+    """One line naming the first offending field, e.g. ``patterns.per_batch: min (5) > max (2)``.
+
+    Model validators phrase their messages as ``subfield: problem``; the subfield is
+    joined onto the location so the line names the full dotted path.
+    """
+    first = error.errors()[0]
+    field = ".".join(str(part) for part in first["loc"] if not _is_union_tag(part))
+    msg = "unknown key" if first["type"] == "extra_forbidden" else first["msg"].removeprefix("Value error, ")
+    if _FIELD_PREFIX.match(msg):
+        return f"{field}.{msg}" if field else msg
+    return f"{field}: {msg}" if field else msg
+
+
+def _is_union_tag(part: object) -> bool:
+    """Location parts pydantic adds for unions and validators (``~space``, ``function-after[...]``)."""
+    return isinstance(part, str) and (part.startswith("~") or "[" in part)
