@@ -53,9 +53,15 @@ def test_pandas_ray_and_datasets_see_every_record(tiny_zoo, ray_session):
     assert z.to_hf_dataset(columns=["example_id"])["example_id"] == z.table().column("example_id").to_pylist()
 
 
+def test_a_row_by_index_is_that_record_of_the_stream(tiny_zoo):
+    z = zoo.open(tiny_zoo)
+    streamed = list(z.records(columns=["example_id"]))
+    assert [z.row(i, columns=["example_id"]) for i in range(len(z))] == streamed
+
+
 def test_load_model_by_index_equals_load_model_of_the_record(tiny_zoo):
     z = zoo.open(tiny_zoo)
-    row = z.table().slice(2, 1).to_pylist()[0]
+    row = list(z.records())[2]
     tokens = torch.randint(0, 7, (9, 7))
     with torch.no_grad():
         torch.testing.assert_close(z.load_model(2, "degraded")(tokens), zoo.load_model(row, "degraded")(tokens))
@@ -79,6 +85,14 @@ def test_a_foreign_probe_set_is_refused(zoo_copy):
     pq.write_table(other.to_arrow(), zoo_copy / PROBE_FILE)
     with pytest.raises(zoo.ZooError, match="not the one the records were fingerprinted on"):
         zoo.open(zoo_copy).probe_set
+
+
+def test_a_zoo_with_no_shards_yet_reads_as_empty(zoo_copy, ray_session):
+    (zoo_copy / "manifest.jsonl").unlink()
+    shutil.rmtree(zoo_copy / "data")
+    z = zoo.open(zoo_copy)
+    assert len(z) == z.table().num_rows == z.to_ray_dataset(columns=["example_id"]).count() == 0
+    assert list(z.records()) == [] and z.to_pandas().shape[0] == 0
 
 
 def test_a_folder_that_is_no_zoo_is_one_line(tmp_path):

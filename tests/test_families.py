@@ -115,3 +115,26 @@ def test_a_reader_refuses_a_family_it_does_not_read():
     assert require_family(arch.to_json(), ("mlp",), "zoo probe") == arch
     with pytest.raises(UnsupportedFamily, match="zoo probe reads transformer subjects, not 'mlp' ones"):
         require_family(arch.to_json(), ("transformer",), "zoo probe")
+
+
+def test_architecture_split_options_hold_out_mlps_only():
+    from zoo.export.splits import BatchFacts, SplitOptions, ood_split
+
+    options = SplitOptions(ood_depths=[1], ood_activations=["gelu"])
+    assert ood_split(BatchFacts(("palindrome",), 1, (8,), "relu", "mlp"), options) == "ood_architecture"
+    assert ood_split(BatchFacts(("palindrome",), 1, (32,), "gelu", "transformer"), options) is None
+
+
+def test_a_reader_refuses_a_zoo_with_other_families_before_any_work():
+    from zoo.subjects.families import require_families
+
+    require_families(["mlp", "mlp"], ("mlp",), "zoo interpret")
+    with pytest.raises(UnsupportedFamily, match="zoo interpret reads mlp subjects; this zoo also holds 2 transformer records"):
+        require_families(["mlp", "transformer", "transformer"], ("mlp",), "zoo interpret")
+
+
+def test_an_empty_mixture_is_refused_in_one_line():
+    from zoo.config import ConfigError
+
+    with pytest.raises(ConfigError, match="^architecture: List should have at least 1 item"):
+        parse_config({"architecture": []})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 
@@ -82,13 +83,19 @@ def test_same_shard_twice_is_listed_once(tmp_path):
     assert (tmp_path / info.name).exists()
 
 
-def test_overlapping_shard_is_skipped_and_its_file_removed(tmp_path):
+def test_overlapping_shard_is_skipped_and_its_file_kept_until_redundant(tmp_path):
     manifest = Manifest.open(tmp_path, zoo_id="z", config_hash=HASH)
     manifest.add(shard(tmp_path, [0]))
     overlapping = shard(tmp_path, [0, 1])
     assert manifest.add(overlapping) is False
     assert manifest.done_batches() == {0}
+    assert (tmp_path / overlapping.name).exists()  # batch 1 is in no other shard: never deleted
+    assert manifest.sweep() == []
+    manifest.add(shard(tmp_path, [1]))
+    assert manifest.sweep() == [overlapping.name]  # now redundant: moved aside, still not deleted
     assert not (tmp_path / overlapping.name).exists()
+    assert (tmp_path / "orphans" / Path(overlapping.name).name).is_file()
+    assert verify(tmp_path) == []
 
 
 def test_torn_last_line_is_dropped_on_open(tmp_path):
@@ -133,7 +140,7 @@ def test_killed_run_leftovers_are_cleaned_and_rerun_is_identical(tmp_path):
 
     reopened = Manifest.open(tmp_path, zoo_id="z", config_hash=HASH)
     removed = clean_stale(tmp_path)
-    assert removed == sorted([killed.name, f"{killed.name}.123-abcd.tmp"])
+    assert removed == [f"{killed.name}.123-abcd.tmp"]  # temporaries only: the unlisted shard is re-listed below
     assert reopened.done_batches() == {0}
     assert reopened.add(shard(tmp_path, [1])) is True
     assert reopened.entries()[-1] == killed.to_entry()

@@ -45,6 +45,22 @@ def test_records_read_in_the_current_schema(old_zoo):
         assert len(row["neuron_kind"]) == len(row["neuron_layer"])
 
 
+@pytest.mark.parametrize("columns", [["neuron_kind"], ["example_id", "neuron_kind", "architecture"], ["architecture"]])
+def test_any_columns_read_in_the_current_schema(old_zoo, columns):
+    z = zoo.open(old_zoo)
+    full = z.table()
+    assert z.table(columns=columns).to_pylist() == full.select(columns).to_pylist()
+    assert list(z.records(columns=columns)) == full.select(columns).to_pylist()
+
+
+def test_ray_data_reads_the_current_schema(old_zoo, ray_session):
+    z = zoo.open(old_zoo)
+    rows = z.to_ray_dataset(columns=["example_id", "neuron_kind"]).take_all()
+    assert sorted(rows, key=lambda r: r["example_id"]) == sorted(
+        z.table(columns=["example_id", "neuron_kind"]).to_pylist(), key=lambda r: r["example_id"]
+    )
+
+
 def test_streamed_records_equal_the_table(old_zoo):
     z = zoo.open(old_zoo)
     assert [r["example_id"] for r in z.records(columns=["example_id"])] == z.table().column("example_id").to_pylist()

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from zoo.config import ConfigError, TrainingConfig, parse_config
+from zoo.runtime import torch_threads
 from zoo.subjects.families import get_family
 from zoo.subjects.families.transformer import Architecture
 from zoo.subjects.train import SubjectJob
@@ -19,6 +20,13 @@ CPU = torch.device("cpu")
 # rounding of a batched product against a single one, amplified a little by Adam.
 TOLERANCE = 5e-5
 
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One torch thread, as a factory worker: two oversubscribe a shared 2-core machine badly."""
+    with torch_threads(1):
+        yield
 
 
 def arch(layers, d, heads, ffn="dense", m=4, k=0, bias=True) -> Architecture:
@@ -138,3 +146,133 @@ def test_a_mixture_names_each_family_and_a_bad_share_is_one_line():
     assert [s.family for s in config.spaces()] == ["mlp", "transformer"]
     with pytest.raises(ConfigError, match=r"^architecture\.1\.share: "):
         parse_config({"architecture": [{"share": 1, "space": {"family": "mlp"}}, {"share": 0, "space": {"family": "transformer"}}]})
+
+
+def test_clean_transformers_learn_the_pattern_task():
+    """The shipped recipe's model (2 blocks, d_model 32, 4 heads, dense) on three easy patterns, 2,000
+    training sequences, 15 epochs at lr 3e-3..5e-3: mean clean benchmark accuracy 0.978 when written."""
+    import yaml
+
+    from zoo.config import _merge, shipped_config
+    from zoo.factory.batch import benchmark_scores
+    from zoo.factory.plan import clean_job, plan_batch
+
+    recipe = yaml.safe_load(shipped_config("zoo/transformer.yaml").read_text())
+    config = parse_config(_merge(recipe, {
+        "patterns": {"names": ["starts_with_A", "ends_with_G", "contains_ABC"], "per_batch": {"min": 2, "max": 2},
+                     "train_size": 2000, "val_size": 200, "benchmark_size": 200},
+        "training": {"epochs": 15, "lr": {"min": 0.003, "max": 0.005}},
+    }))  # fmt: skip
+    plans = [plan_batch(config, b) for b in range(3)]
+    accuracies = []
+    for group in FAMILY.train([clean_job(p) for p in plans], config.training, CPU):
+        accuracies += list(benchmark_scores(FAMILY, group.population, [plans[i] for i in group.indices]).accuracy)
+    assert np.mean(accuracies) >= 0.95
+
+
+def test_a_mixed_zoo_generates_loads_and_verifies(tmp_path):
+    import zoo
+    from zoo.factory.plan import plan_batch
+    from zoo.subjects.evaluate import score
+    from zoo.subjects.families import architecture_of
+
+    recipe = {
+        "batches": 8,
+        "architecture": [
+            {"share": 0.5, "space": {"family": "mlp", "width": {"min": 6, "max": 10}}},
+            {"share": 0.5, "space": {"family": "transformer", "d_model": [8, 16], "heads": [1, 2],
+                                     "ffn": ["dense", "sparse"], "expansion": 4}},
+        ],
+        "patterns": {"train_size": 100, "val_size": 40, "benchmark_size": 100},
+        "training": {"epochs": 2},
+        "corruption": {"degraded_per_batch": 2, "min_degradation": 0.0},
+        "storage": {"batches_per_shard": 4},
+    }  # fmt: skip
+    z = zoo.generate(recipe, tmp_path / "zoo", workers=0, quiet=True)
+    assert zoo.verify(tmp_path / "zoo") == []
+    rows = list(z.records())
+    assert {r["family"] for r in rows} == {"mlp", "transformer"}
+    for index, row in enumerate(rows):
+        arch = architecture_of(row["architecture"])
+        family = get_family(arch.family)
+        assert len(row["clean_signature"]) == len(row["neuron_kind"]) == sum(s.width for s in family.signature_sites(arch))
+        if arch.family != "transformer":
+            continue
+        assert set(row["neuron_kind"]) == {"ffn", "resid", "output"}
+        plan = plan_batch(z.config, row["batch_id"])
+        with torch.no_grad():
+            out = z.load_model(index)(torch.as_tensor(plan.data.benchmark.tokens)).numpy()
+        scores = score(out[None], plan.data.benchmark.pattern[None], len(plan.patterns))
+        assert float(scores.accuracy[0]) == pytest.approx(row["metrics"]["clean_accuracy"], abs=1e-6)
+
+
+@pytest.mark.parametrize("scheme", ["int8", "ternary"])
+def test_quantization_rounds_each_models_matrices_on_their_own_grid(scheme):
+    from zoo.subjects.transformer_population import from_weights, is_matrix
+
+    archs = MIXED["sparse"]
+    pop = from_weights(archs, [init_weights(a, i) for i, a in enumerate(archs)])
+    FAMILY.quantize_(pop, scheme)
+    tokens = torch.randint(0, 7, (len(archs), 8, 7))
+    out = FAMILY.logits(pop, tokens)
+    for i, (a, w) in enumerate(zip(archs, FAMILY.weights(pop))):
+        for e in a.layout():
+            values = w[e.offset : e.offset + e.size]
+            if is_matrix(e.name):
+                levels = len(np.unique(np.abs(values)))
+                assert levels <= (128 if scheme == "int8" else 2)
+            elif e.name.endswith("ln1.weight"):
+                assert np.all(values == 1.0)  # LayerNorm gains stay float
+        with torch.no_grad():
+            torch.testing.assert_close(out[i], FAMILY.build_module(a, w)(tokens[i]), atol=1e-5, rtol=1e-5)
+
+
+def test_a_transformer_zoo_is_the_same_whoever_makes_it(tmp_path):
+    import zoo
+
+    recipe = {
+        "batches": 2,
+        "architecture": {"family": "transformer", "d_model": [8], "heads": [2], "layers": {"min": 1, "max": 2}},
+        "patterns": {"train_size": 60, "val_size": 20, "benchmark_size": 40},
+        "training": {"epochs": 2},
+        "corruption": {"degraded_per_batch": 1, "min_degradation": 0.0},
+        "storage": {"batches_per_shard": 1},
+    }
+    first = zoo.generate(recipe, tmp_path / "a", workers=0, quiet=True).to_pandas()
+    second = zoo.generate(recipe, tmp_path / "b", workers=0, quiet=True).to_pandas()
+    drop = ["timings"]
+    for column in first.columns.drop(drop):
+        assert first[column].astype(str).tolist() == second[column].astype(str).tolist(), column
+
+
+@pytest.mark.parametrize("kind", sorted(MIXED))
+def test_population_logits_and_hookpoints_equal_each_module(kind):
+    from zoo.subjects.transformer_population import from_weights
+
+    archs = MIXED[kind]
+    weights = [init_weights(a, i) for i, a in enumerate(archs)]
+    pop = from_weights(archs, weights)
+    tokens = torch.randint(0, 7, (len(archs), 20, 7))
+    out, points = FAMILY.logits(pop, tokens), FAMILY.activations(pop, tokens)
+    for i, (a, w) in enumerate(zip(archs, weights)):
+        module = FAMILY.build_module(a, w)
+        with torch.no_grad():
+            torch.testing.assert_close(out[i], module(tokens[i]), atol=1e-5, rtol=1e-5)
+            own = module.activations(tokens[i])
+        assert list(own) == list(FAMILY.hookpoints(a))
+        for name, width in FAMILY.hookpoints(a).items():
+            torch.testing.assert_close(points[name][i, :, :width], own[name], atol=1e-5, rtol=1e-5)
+
+
+def test_bench_times_the_population_against_the_reference_on_the_same_models():
+    from zoo.bench import run_bench
+
+    config = parse_config({
+        "architecture": {"family": "transformer", "d_model": [8], "heads": [2], "layers": {"min": 1, "max": 1}},
+        "patterns": {"train_size": 64, "val_size": 16, "benchmark_size": 32},
+        "training": {"epochs": 1, "lr": {"min": 1e-3, "max": 2e-3}},
+    })  # fmt: skip
+    result = run_bench(config, models=3, reference_models=2, threads=1, progress=False, family="transformer")
+    assert result.models == 3 and result.reference_models == 2
+    assert result.population_seconds > 0 and result.reference_seconds > 0 and result.speedup > 0
+    assert result.population_accuracy == pytest.approx(result.reference_accuracy, abs=0.02)

@@ -102,7 +102,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         reference_models = min(4, models)
     result = run_bench(
         config, models=models, threads=args.threads, progress=not args.json, reference_models=reference_models,
-        family=args.family,
+        family=args.family, peer=args.peer,
     )
     if args.json:
         print(json.dumps(result.to_dict()))
@@ -115,7 +115,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from zoo.factory.runner import generate
 
     config = _load_zoo_config(args)
-    generate(config, Path(args.out), console=Console())
+    generate(config, args.out, console=Console())
     return 0
 
 
@@ -135,6 +135,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from zoo.progress import progress_bar
 
     folder = _existing_zoo(args.dir)
+    if args.repair:
+        from zoo.factory.runner import repair
+
+        repair(folder, console=Console(stderr=True), workers=args.workers)
     with progress_bar("verifying") as progress:
         problems = verify(folder, progress=progress)
     for problem in problems:
@@ -145,11 +149,13 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
-def _existing_zoo(path: str) -> Path:
-    folder = Path(path)
-    if not (folder / "zoo.json").is_file():
-        raise UsageError(f"{folder}: not a zoo folder (no zoo.json)")
-    return folder
+def _existing_zoo(path: str):
+    from zoo.storage import resolve
+
+    store = resolve(path)  # a folder or a pyarrow.fs URI
+    if not store.is_file("zoo.json"):
+        raise UsageError(f"{store.name}: not a zoo folder (no zoo.json)")
+    return store
 
 
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
@@ -176,7 +182,10 @@ def build_parser() -> argparse.ArgumentParser:
         "same config resumes where it stopped.",
     )
     _add_run_options(p)
-    p.add_argument("--out", required=True, help="output folder (resumed if it holds the same zoo)")
+    p.add_argument(
+        "--out", required=True,
+        help="output folder or pyarrow.fs URI, e.g. s3://bucket/zoo (resumed if it holds the same zoo)",
+    )
     p.add_argument("--workers", type=int, help="Ray actors (default: the config's runtime.workers; 0: in-process, no Ray)")
     p.add_argument("--address", help="Ray cluster address (default: the config's runtime.address, else an embedded local Ray)")
     p.set_defaults(func=cmd_generate)
@@ -187,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Summarize a zoo folder: record, batch and shard counts, size, accuracy and degradation "
         "statistics, patterns and architectures.",
     )
-    p.add_argument("dir", help="zoo folder (holds zoo.json)")
+    p.add_argument("dir", help="zoo folder or URI (holds zoo.json)")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     p.set_defaults(func=cmd_inspect)
 
@@ -195,9 +204,15 @@ def build_parser() -> argparse.ArgumentParser:
         "verify",
         help="check every shard against the manifest",
         description="Check every shard against the manifest (size, sha256, row count, schema, batch ids); "
-        "exit 1 listing the problems, if any.",
+        "exit 1 listing the problems, if any. With --repair, first set aside manifest entries whose shard is "
+        "missing, truncated, corrupt or listed twice and compute their batches again from the zoo's config.yaml.",
     )
-    p.add_argument("dir", help="zoo folder (holds zoo.json)")
+    p.add_argument("dir", help="zoo folder or URI (holds zoo.json)")
+    p.add_argument(
+        "--repair", action="store_true",
+        help="heal first: recompute the batches of every entry that does not match its shard (no shard is deleted)",
+    )
+    p.add_argument("--workers", type=int, default=0, help="Ray actors for --repair (0: in-process, no Ray)")
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser(
@@ -212,13 +227,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="subject family to bench (transformer: default config configs/zoo/transformer.yaml)",
     )
     p.add_argument(
-        "--models", type=int, default=None, help="models the population trainer trains (default: 48; transformer: 16)"
+        "--models", type=int, default=None, help="models the population trainer trains; with --family transformer, 16 (default: 48)"
     )
     p.add_argument(
         "--reference-models", type=int, default=None,
         help="models the sequential reference trains, the first of them (default: all; transformer: 4; on a GPU, e.g. 48)",
     )
     p.add_argument("--threads", type=int, default=1, help="torch threads for both trainers (default: 1, one core, as a factory worker)")
+    p.add_argument(
+        "--peer", choices=["vmap"], default=None,
+        help="also train every model with a peer trainer: vmap, the torch.func ensemble (stack_module_state, vmap(grad))",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_bench)
 

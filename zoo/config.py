@@ -209,7 +209,7 @@ class ZooConfig(Strict):
     )
     patterns: PatternSpace = Field(PatternSpace(), description="the token space, the patterns and the data set sizes")
     architecture: Annotated[
-        Annotated[ArchitectureSpace, Tag("~space")] | Annotated[list[FamilyShare], Tag("~mix")],
+        Annotated[ArchitectureSpace, Tag("~space")] | Annotated[list[FamilyShare], Field(min_length=1), Tag("~mix")],
         Discriminator(lambda value: "~mix" if isinstance(value, (list, tuple)) else "~space"),
     ] = Field(
         MLPSpace(),

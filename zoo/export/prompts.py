@@ -27,7 +27,7 @@ import numpy as np
 
 from zoo.export import LAYOUTS, MODELS, TASKS
 from zoo.export.common import ExportError, ZooFolder, commit_file, open_zoo, refuse_existing, temporary_path
-from zoo.subjects.families import require_family
+from zoo.subjects.families import UnsupportedFamily, require_families, require_family
 from zoo.subjects.families.mlp import Architecture
 
 Task = Literal["modification", "classification"]
@@ -423,6 +423,10 @@ def export_jsonl(
     if limit is not None and limit < 1:
         raise ExportError(f"--limit must be positive, not {limit}")
     folder = open_zoo(zoo_dir)
+    try:
+        require_families(folder.table(columns=["family"]).column("family").to_pylist(), ("mlp",), "zoo export")
+    except UnsupportedFamily as error:
+        raise ExportError(str(error)) from None
     report = ExportReport(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_path(out)

@@ -192,7 +192,7 @@ class BatchFacts:
 
 def ood_split(facts: BatchFacts, options: SplitOptions) -> str | None:
     """``ood_architecture``, ``ood_patterns`` or None (in distribution)."""
-    if (
+    if facts.family == "mlp" and (  # the architecture options describe MLPs (``check_against``)
         facts.activation in options.ood_activations
         or facts.n_layers in options.ood_depths
         or any(r.min <= w <= r.max for w in facts.widths for r in options.ood_widths)

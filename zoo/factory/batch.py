@@ -25,7 +25,7 @@ from zoo.patterns.sampler import ProbeSet, sampler_for
 from zoo.runtime import resolve_device
 from zoo.subjects.evaluate import Scores, score
 from zoo.subjects.families import Family, get_family
-from zoo.subjects.train import SubjectJob
+from zoo.subjects.families.base import SubjectJob
 
 
 @dataclass(frozen=True)

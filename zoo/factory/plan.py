@@ -10,7 +10,7 @@ import numpy as np
 from zoo.config import ZooConfig
 from zoo.patterns.sampler import BatchData, LabelledSet, sampler_for
 from zoo.subjects.families import SubjectArchitecture, sample_architecture
-from zoo.subjects.train import SubjectJob
+from zoo.subjects.families.base import SubjectJob
 
 
 def batch_seed(run_seed: int, batch_id: int) -> int:

@@ -24,11 +24,20 @@ same records.
   0`` without a GPU) fails at once with ``WorkersUnavailableError``; so does one
   where no worker has been up for ``ACTOR_READY_TIMEOUT_S``.
 
-Durability: a manifest line is appended (and fsynced) only after its shard is
-durable, so a driver killed at any moment loses nothing finished and a rerun on
-the same folder resumes. Leftovers of the killed run (temporary files, shards
-without a line) are removed before a run starts. A second driver on the same
-folder is refused while the first holds it (an advisory lock on ``zoo.json``).
+``out`` is a local folder or any ``pyarrow.fs`` URI (``s3://bucket/prefix``,
+``file://...``; ``zoo.storage``): actors write shards straight to the store.
+
+Durability: a manifest entry is committed only after its shard is durable
+(``zoo.factory.manifest`` gives the protocol, which holds on object storage), so
+a driver killed at any moment loses nothing finished and a rerun resumes.
+Before a run starts, temporary files of a killed run are removed and every
+entry is checked against its shard (size and sha256): an entry whose shard is
+missing, truncated, corrupt or listed twice is set aside and its batches run
+again; no shard is deleted. After a complete run, unlisted shards whose batches
+are all listed move to ``orphans/``. A second driver on the same local folder is
+refused while the first holds it (an advisory lock on ``zoo.json``); object
+storage has no lock, but two racing drivers of one zoo write the same shards
+and the same entries.
 
 Besides shards, ``zoo.json`` and ``manifest.jsonl``, the folder holds the
 resolved config of the latest run (``config.yaml``) and the zoo's probe set
@@ -40,8 +49,8 @@ Notes:
   count was not a multiple of ``storage.batches_per_shard``, the new batches of
   the old last task run as a smaller task, and their floats may differ in the
   last bits from a fresh run with the new count (populations of another size).
-- Actors write shards to ``out`` on their own node: on a multi-node cluster it
-  must be a shared filesystem.
+- Actors write shards to ``out`` from their own node: on a multi-node cluster it
+  must be object storage (or a shared filesystem).
 - The embedded Ray keeps its dashboard (http://127.0.0.1:8265, loopback only);
   tests start one Ray per session without it (``tests/conftest.py``).
 """
@@ -60,11 +69,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from zoo.atomic import write_bytes_atomic
 from zoo.config import ZooConfig, dump_config
 from zoo.factory.batch import TaskStats, probe_set, produce_shard, task_batches, zoo_identity
 from zoo.factory.manifest import CONFIG_FILE, PROBE_FILE, ZOO_FILE, Manifest, clean_stale
 from zoo.factory.shards import ShardInfo
+from zoo.storage import Store, resolve
 from zoo.pool import (  # noqa: F401  (the errors and limits are re-exported: callers import them from here)
     ACTOR_READY_TIMEOUT_S,
     NODE_WAIT_S,
@@ -82,6 +91,10 @@ from zoo.runtime import torch_threads
 
 class ZooBusyError(ValueError):
     """Another driver is generating into the same folder."""
+
+
+class RepairError(ValueError):
+    """A zoo that ``repair`` cannot heal (no ``config.yaml`` to compute its batches from)."""
 
 
 @dataclass(frozen=True)
@@ -108,16 +121,19 @@ class RunSummary:
         return asdict(self)
 
 
-def generate(config: ZooConfig, out: str | Path, console: Console | None = None) -> RunSummary:
-    """Generate (or resume) the zoo of ``config`` in ``out``; see the module docstring."""
+def generate(config: ZooConfig, out: str | Path | Store, console: Console | None = None) -> RunSummary:
+    """Generate (or resume) the zoo of ``config`` in ``out`` (a folder or a URI); see the module docstring."""
     console = Console() if console is None else console
     start = time.perf_counter()
-    out = Path(out)
+    out = resolve(out)
     zoo_id, config_hash = zoo_identity(config)
-    Manifest.open(out, zoo_id=zoo_id, config_hash=config_hash)  # refuses another zoo's folder, writes nothing then
+    manifest = Manifest.open(out, zoo_id=zoo_id, config_hash=config_hash)  # refuses another zoo's folder, writes nothing then
     with _exclusive(out):
-        manifest = Manifest.open(out, zoo_id=zoo_id, config_hash=config_hash)  # fresh, now that we own the folder
+        if out.local:  # fresh, now that we own the folder (object storage has no lock to wait for)
+            manifest = Manifest.open(out, zoo_id=zoo_id, config_hash=config_hash)
         clean_stale(out)
+        for line in manifest.heal():
+            console.print(line, highlight=False, markup=False, soft_wrap=True)
         done = manifest.done_batches()
         tasks = task_batches(config)
         pending = [rest for rest in (tuple(b for b in task if b not in done) for task in tasks) if rest]
@@ -129,14 +145,17 @@ def generate(config: ZooConfig, out: str | Path, console: Console | None = None)
             _write_probe(out, config)
             tracker = _Tracker(console, manifest, zoo_id, total, skipped=total - sum(map(len, pending)), start=start)
             if not pending:
-                tracker.log(f"{zoo_id}: all {total} batches are in {out}; nothing to do")
+                tracker.log(f"{zoo_id}: all {total} batches are in {out.name}; nothing to do")
             else:
                 with tracker:
                     if use_ray:
                         _run_ray(config, out, pending, tracker)
                     else:
                         _run_local(config, out, pending, tracker)
-        summary = tracker.summary(out, config.runtime.workers)
+            if manifest.done_batches() >= {b for task in tasks for b in task}:
+                for rel in manifest.sweep():
+                    tracker.log(f"{out.display(rel)}: unlisted and redundant (its batches are listed); moved to orphans/")
+        summary = tracker.summary(out.name, config.runtime.workers)
     render_run_summary(summary, console)
     return summary
 
@@ -145,39 +164,46 @@ def generate(config: ZooConfig, out: str | Path, console: Console | None = None)
 
 
 @contextlib.contextmanager
-def _exclusive(out: Path) -> Iterator[None]:
-    """Hold an advisory lock on ``zoo.json`` for the run; released by the kernel even on SIGKILL."""
+def _exclusive(out: Store) -> Iterator[None]:
+    """Hold an advisory lock on ``zoo.json`` for the run; released by the kernel even on SIGKILL.
+
+    Object storage has no lock: racing drivers there write identical shards and entries."""
     try:
         import fcntl
     except ImportError:  # not POSIX: no lock
         yield
         return
-    with open(out / ZOO_FILE, "rb") as handle:
+    if not out.local:
+        yield
+        return
+    with open(out.local_path(ZOO_FILE), "rb") as handle:
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise ZooBusyError(f"{out}: another `zoo generate` is writing this folder") from None
+            raise ZooBusyError(f"{out.name}: another `zoo generate` is writing this folder") from None
         except OSError:  # a filesystem without locks: go on unprotected
             pass
         yield
 
 
-def _write_config(out: Path, config: ZooConfig) -> None:
+def _write_config(out: Store, config: ZooConfig) -> None:
     """The resolved config of the latest run (rewritten only when it changed: batches, runtime)."""
-    path = out / CONFIG_FILE
     text = dump_config(config).encode()
-    if not path.is_file() or path.read_bytes() != text:
-        write_bytes_atomic(path, text)
+    try:
+        same = out.read_bytes(CONFIG_FILE) == text
+    except FileNotFoundError:
+        same = False
+    if not same:
+        out.write_bytes(CONFIG_FILE, text)
 
 
-def _write_probe(out: Path, config: ZooConfig) -> None:
+def _write_probe(out: Store, config: ZooConfig) -> None:
     """The zoo's probe set, written once (it is pinned by the config hash)."""
-    path = out / PROBE_FILE
-    if path.is_file():
+    if out.is_file(PROBE_FILE):
         return
     sink = pa.BufferOutputStream()
     pq.write_table(probe_set(config).to_arrow(), sink, compression="zstd")
-    write_bytes_atomic(path, sink.getvalue().to_pybytes())
+    out.write_bytes(PROBE_FILE, sink.getvalue().to_pybytes())
 
 
 # ---------------------------------------------------------------- progress, logging, metrics
@@ -258,7 +284,7 @@ class _Tracker:
                 models_per_second=rate,
             )
 
-    def summary(self, out: Path, workers: int) -> RunSummary:
+    def summary(self, out: str, workers: int) -> RunSummary:
         seconds = time.perf_counter() - self.start
         return RunSummary(
             zoo_id=self.zoo_id,
@@ -304,7 +330,7 @@ def render_run_summary(summary: RunSummary, console: Console) -> None:
 # ---------------------------------------------------------------- in-process
 
 
-def _run_local(config: ZooConfig, out: Path, pending: list[tuple[int, ...]], tracker: _Tracker) -> None:
+def _run_local(config: ZooConfig, out: Store, pending: list[tuple[int, ...]], tracker: _Tracker) -> None:
     with torch_threads(config.runtime.torch_threads):
         for task in pending:
             tracker.finished(*produce_shard(config, task, out))
@@ -316,7 +342,7 @@ def _run_local(config: ZooConfig, out: Path, pending: list[tuple[int, ...]], tra
 class BatchWorker:
     """A Ray actor that runs tasks and writes their shards; holds the config and a device, nothing heavy."""
 
-    def __init__(self, config: ZooConfig, out: str):
+    def __init__(self, config: ZooConfig, out: Store | str):
         import torch
 
         gpus = config.runtime.num_gpus_per_worker
@@ -324,14 +350,14 @@ class BatchWorker:
             # Fractional GPUs share a device without memory isolation.
             torch.cuda.set_per_process_memory_fraction(gpus)
         self.config = config
-        self.out = out
+        self.out = resolve(out)
 
     def run(self, batch_ids: tuple[int, ...]) -> tuple[ShardInfo, TaskStats]:
         with torch_threads(self.config.runtime.torch_threads):
             return produce_shard(self.config, tuple(batch_ids), self.out)
 
 
-def _run_ray(config: ZooConfig, out: Path, pending: list[tuple[int, ...]], tracker: _Tracker) -> None:
+def _run_ray(config: ZooConfig, out: Store, pending: list[tuple[int, ...]], tracker: _Tracker) -> None:
     """The tasks on ``BatchWorker`` actors of a ``zoo.pool.ActorPool`` (lost tasks requeued there)."""
     from zoo.factory.metrics import RunMetrics
 
@@ -347,7 +373,7 @@ def _run_ray(config: ZooConfig, out: Path, pending: list[tuple[int, ...]], track
     tracker.metrics = RunMetrics(tracker.zoo_id)
     pool = ActorPool(
         BatchWorker,  # looked up at run time, so tests can swap the class
-        (config, str(out.resolve())),
+        (config, out),
         workers=min(runtime.workers, len(pending)),
         num_cpus=runtime.num_cpus_per_worker,
         num_gpus=runtime.num_gpus_per_worker,
@@ -363,3 +389,33 @@ def _run_ray(config: ZooConfig, out: Path, pending: list[tuple[int, ...]], track
                 tracker.finished(info, stats)
     finally:
         tracker.retries += pool.retries
+
+
+# ---------------------------------------------------------------- repair
+
+
+def repair(out: str | Path | Store, console: Console | None = None, workers: int = 0) -> list[str]:
+    """Heal a zoo in place (``zoo verify --repair``): set aside manifest entries that do not hold,
+    compute their batches again from the zoo's own ``config.yaml`` (tasks are deterministic) and
+    move redundant unlisted shards to ``orphans/``. Returns what ``verify`` finds afterwards."""
+    from zoo.config import ConfigError, parse_config
+    from zoo.factory.reader import verify
+
+    console = Console(quiet=True) if console is None else console
+    store = resolve(out)
+    try:
+        text = store.read_bytes(CONFIG_FILE)
+    except FileNotFoundError:
+        raise RepairError(f"{store.name}: no {CONFIG_FILE}, so its batches cannot be computed again") from None
+    import yaml
+
+    try:
+        data = yaml.safe_load(text.decode("utf-8")) or {}
+        data.setdefault("runtime", {})["workers"] = workers
+        config = parse_config(data)
+    except (yaml.YAMLError, UnicodeDecodeError, AttributeError) as error:
+        raise ConfigError(f"{store.display(CONFIG_FILE)}: unreadable ({type(error).__name__})") from None
+    except ConfigError as error:
+        raise ConfigError(f"{store.display(CONFIG_FILE)}: {error}") from None
+    generate(config, store, console=console)
+    return verify(store)

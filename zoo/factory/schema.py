@@ -140,8 +140,9 @@ def upgrade_table(table: pa.Table) -> pa.Table:
     """Records of any readable schema as the current one; current records come back unchanged.
 
     Schema 1 (MLP only): the ``architecture`` struct becomes family-tagged JSON, and
-    ``neuron_kind`` is derived from the family's signature sites. ``schema_version`` keeps
-    the value the record was written with. Works on any subset of columns.
+    ``neuron_kind`` is derived from the family's signature sites (when ``neuron_layer`` is
+    read too). ``schema_version`` keeps the value the record was written with. Other
+    subsets of columns come back as they are (``reader.physical_columns`` says what to read).
     """
     if "architecture" not in table.column_names or version_of(table.schema) >= 2:
         return table
@@ -149,7 +150,7 @@ def upgrade_table(table: pa.Table) -> pa.Table:
 
     archs = [architecture_of(value) for value in table.column("architecture").to_pylist()]
     index = table.column_names.index("architecture")
-    field = table.schema.field("architecture").with_type(pa.string())
+    field = pa.field("architecture", pa.string(), metadata={"description": COLUMN_DOCS["architecture"]})
     table = table.set_column(index, field, pa.array([a.to_json() for a in archs], pa.string()))
     if "neuron_layer" in table.column_names and "neuron_kind" not in table.column_names:
         kinds = pa.array([get_family(a.family).neuron_kinds(a) for a in archs], pa.list_(pa.string()))

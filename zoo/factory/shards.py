@@ -1,15 +1,23 @@
-"""Atomic, idempotent Parquet shards.
+"""Atomic, idempotent Parquet shards, on a local folder or object storage.
 
-A shard is published under a name that includes its content hash, by hard-linking
-a fsynced temporary file into place. Publication never overwrites: if a shard of
-the same content already exists (a batch delivered twice, a rerun after a kill)
-the existing file is kept and described, so a manifest line written for it stays
-true byte for byte.
+A shard is one immutable file (one object on object storage) named by the
+batches it holds and the hash of its records (``shard-LO-HI-<content12>.parquet``
+in ``<zoo>/data/``). Publication never replaces a good shard: if a readable shard
+of the same records is already there (a batch delivered twice, a rerun after a
+kill; timings may differ, the records do not) it is kept and described, so a
+manifest entry written for it stays true byte for byte. A file under that name
+that is not a readable shard of those records (truncated, corrupt, written by a
+killed run) is replaced, which is how a rerun heals a damaged shard.
+
+On a local folder the new file is a fsynced temporary hard-linked into place
+(no clobbering, even between racing writers); on object storage it is one PUT,
+after a check that no intact copy is there already.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,28 +26,46 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from zoo.atomic import fsync_path as fsync_dir
+from zoo.atomic import fsync_path as fsync_dir  # noqa: F401 (re-exported)
 from zoo.atomic import write_bytes_atomic
 from zoo.config import StorageConfig
 from zoo.factory.schema import META_PREFIX, content_hash, schema_problems
+from zoo.storage import Store, resolve
 
 DATA_DIR = "data"
 """Shards live in ``<zoo>/data/`` alone, so that folder reads as one Parquet dataset with any library."""
 SHARD_GLOB = "shard-*.parquet"
+SHARD_NAME = re.compile(r"shard-(\d{6,})-(\d{6,})-([0-9a-f]{12})\.parquet")
+"""The only names a shard may have; a manifest entry naming anything else is never opened."""
 
 
 def data_dir(out_dir: str | Path) -> Path:
     return Path(out_dir) / DATA_DIR
 
 
-def shard_files(out_dir: str | Path) -> list[Path]:
-    """Every shard file on disk, listed or not."""
-    return sorted(data_dir(out_dir).glob(SHARD_GLOB))
+def shard_files(out_dir: str | Path | Store) -> list[str]:
+    """Every shard on disk, listed or not, as manifest names (``data/shard-....parquet``)."""
+    return sorted(stored_shards(resolve(out_dir)))
 
 
-def relative_name(path: Path) -> str:
+def stored_shards(store: Store) -> dict[str, int]:
+    """Shards in ``data/``: manifest name -> size in bytes."""
+    return {f"{DATA_DIR}/{name}": size for name, size in store.list(DATA_DIR).items() if SHARD_NAME.fullmatch(name)}
+
+
+def relative_name(path: Path | str) -> str:
     """A shard's name as the manifest lists it: its path inside the zoo folder."""
-    return f"{DATA_DIR}/{path.name}"
+    return f"{DATA_DIR}/{Path(path).name}"
+
+
+def parse_shard_name(rel: str) -> tuple[int, int, str] | None:
+    """``(first batch, last batch, content prefix)`` of a manifest shard name, or None if it is not one."""
+    if not isinstance(rel, str) or not rel.startswith(f"{DATA_DIR}/"):
+        return None
+    match = SHARD_NAME.fullmatch(rel[len(DATA_DIR) + 1 :])
+    return None if match is None else (int(match.group(1)), int(match.group(2)), match.group(3))
+
+
 CONTENT_KEY = f"{META_PREFIX}content_sha256".encode()
 _WEIGHT_COLUMNS = ("clean_weights", "degraded_weights")
 
@@ -70,27 +96,34 @@ def shard_name(batch_ids: Sequence[int], content: str) -> str:
     return f"shard-{min(batch_ids):06d}-{max(batch_ids):06d}-{content[:12]}.parquet"
 
 
-def write_shard(out_dir: str | Path, table: pa.Table, batch_ids: Sequence[int], storage: StorageConfig) -> ShardInfo:
+def write_shard(
+    out_dir: str | Path | Store, table: pa.Table, batch_ids: Sequence[int], storage: StorageConfig
+) -> ShardInfo:
     """Write the records of ``batch_ids`` as one durable shard and describe it.
 
     ``batch_ids`` may name batches without rows (no pair was kept): they are
     finished all the same. Rows are sorted by (batch_id, pair_index) first, so the
     file depends only on the records, never on the order they arrived in.
     """
+    store = resolve(out_dir)
     batches = _check(table, batch_ids)
     table = sort_records(table)
     content = content_hash(table)
-    name = shard_name(batches, content)
-    path = data_dir(out_dir) / name
-    existing = _existing(path, batches, content)
+    rel = f"{DATA_DIR}/{shard_name(batches, content)}"
+    existing = _existing(store, rel, batches, content)
     if existing is not None:
         return existing
     metadata = {**(table.schema.metadata or {}), CONTENT_KEY: content.encode()}
-    _publish(path, _encode(table.replace_schema_metadata(metadata), storage))
-    existing = _existing(path, batches, content)
-    if existing is None:
-        raise RuntimeError(f"{path}: shard vanished or changed right after it was written")
-    return existing
+    data = _encode(table.replace_schema_metadata(metadata), storage)
+    if store.local:
+        # No clobbering: a racing writer's intact copy stays (and is what we describe).
+        write_bytes_atomic(store.key(rel), data, keep_existing=lambda _: _existing(store, rel, batches, content) is not None)
+        existing = _existing(store, rel, batches, content)
+        if existing is None:
+            raise RuntimeError(f"{store.display(rel)}: shard vanished or changed right after it was written")
+        return existing
+    store.write_bytes(rel, data)  # one PUT: a success means the whole object is there (S3 is read-after-write)
+    return ShardInfo(rel, batches, table.num_rows, hashlib.sha256(data).hexdigest(), data.size, content)
 
 
 def sort_records(table: pa.Table) -> pa.Table:
@@ -166,32 +199,45 @@ def _encode(table: pa.Table, storage: StorageConfig) -> pa.Buffer:
     return sink.getvalue()
 
 
-def _publish(path: Path, data: pa.Buffer) -> None:
-    """tmp file + fsync, then a no-clobber link into place (a readable shard already there stays), then fsync the folder."""
-    write_bytes_atomic(path, data, keep_existing=lambda existing: _stored_content(existing) is not None)
-
-
-def _stored_content(path: Path) -> str | None:
-    """The content hash in a shard's footer, or None if the file is not a readable shard."""
+def read_shard_bytes(store: Store, rel: str) -> bytes | None:
+    """A shard's bytes, or None when it is not there."""
     try:
-        metadata = pq.read_schema(path).metadata or {}
-    except (OSError, pa.ArrowException):
+        return store.read_bytes(rel)
+    except FileNotFoundError:
         return None
-    raw = metadata.get(CONTENT_KEY)
-    return None if raw is None else raw.decode()
 
 
-def _existing(path: Path, batches: tuple[int, ...], content: str) -> ShardInfo | None:
-    """Describe ``path`` if it already holds exactly this content."""
-    if not path.exists():
+def holds_records(data: bytes, content: str) -> bool:
+    """True if ``data`` is a readable shard whose footer and records both hash to ``content``.
+
+    The records are decoded and hashed, so a flipped byte in a data page is caught
+    even where the footer is intact."""
+    try:
+        parquet = pq.ParquetFile(pa.BufferReader(data))
+        stored = (parquet.schema_arrow.metadata or {}).get(CONTENT_KEY)
+        if stored is None or stored.decode() != content:
+            return False
+        return content_hash(parquet.read()) == content
+    except (OSError, ValueError, pa.ArrowException):
+        return False
+
+
+def _existing(store: Store, rel: str, batches: tuple[int, ...], content: str) -> ShardInfo | None:
+    """Describe ``rel`` if it already holds exactly these records (else None: absent or damaged)."""
+    data = read_shard_bytes(store, rel)  # one request when absent (no separate existence check)
+    if data is None or not holds_records(data, content):
         return None
-    stored = _stored_content(path)
-    if stored is None:
-        return None
-    if stored != content:
-        raise RuntimeError(f"{path}: holds content {stored[:16]}, not {content[:16]} (hash prefix collision)")
-    rows = pq.ParquetFile(path).metadata.num_rows
-    return ShardInfo(relative_name(path), batches, rows, file_sha256(path), path.stat().st_size, content)
+    rows = pq.ParquetFile(pa.BufferReader(data)).metadata.num_rows
+    return ShardInfo(rel, batches, rows, hashlib.sha256(data).hexdigest(), len(data), content)
+
+
+def store_sha256(store: Store, rel: str) -> str:
+    """sha256 of a stored file, streamed."""
+    digest = hashlib.sha256()
+    with store.fs.open_input_stream(store.key(rel)) as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def file_sha256(path: str | Path) -> str:

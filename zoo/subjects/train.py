@@ -2,31 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from zoo.config import TrainingConfig
 from zoo.subjects.allocator import keep_freed_memory
+from zoo.subjects.families.base import SubjectJob  # noqa: F401 (re-exported: the factory's job type)
 from zoo.subjects.families.mlp import Architecture
 from zoo.subjects.fit import TrainData, TrainResult, train_population
 from zoo.subjects.population import Population, auto_population_size, from_weights, init_population, one_hot_inputs
-
-
-@dataclass(frozen=True)
-class SubjectJob:
-    """One model to train: its architecture, seeds, learning rate and its own data."""
-
-    architecture: Architecture
-    init_seed: int
-    order_seed: int
-    lr: float
-    train_tokens: np.ndarray
-    train_labels: np.ndarray
-    val_tokens: np.ndarray
-    val_labels: np.ndarray
-    init: np.ndarray | None = field(default=None, compare=False)
 
 
 @dataclass

@@ -227,7 +227,7 @@ def _attention(pop: TransformerPopulation, P: dict, prefix: str, h: torch.Tensor
     n, pad = pop.size, pop.pad
     t = h.shape[1] // batch
     qkv = _linear(h, P[f"{prefix}.qkv.weight"], P.get(f"{prefix}.qkv.bias")).view(n, batch, t, 3, pad.h, pad.dh)
-    q, k, v = (qkv[:, :, :, j].transpose(2, 3) for j in range(3))  # [N, B, H, T, dh]
+    q, k, v = (z.transpose(2, 3) for z in qkv.unbind(3))  # [N, B, H, T, dh]; unbind: no zero-filled backward
     q = q * pop.q_scale
     if last_only:
         q = q[:, :, :, -1:]

@@ -37,7 +37,7 @@ from zoo.patterns.library import pattern_library, selectable
 from zoo.patterns.sampler import ProbeSet
 from zoo.readers.interpreter import InterpreterError
 from zoo.readers.interpreter.metrics import SetSpace
-from zoo.subjects.families import require_family
+from zoo.subjects.families import UnsupportedFamily, require_families, require_family
 from zoo.subjects.families.mlp import Architecture
 
 if TYPE_CHECKING:
@@ -163,7 +163,8 @@ def open_source(path: str | Path) -> ZooSource:
         raise InterpreterError(f"{path}: no such zoo folder")
     try:
         zoo = Zoo(path)
-    except ZooError as error:
+        require_families(zoo.table(columns=["family"]).column("family").to_pylist(), ("mlp",), "zoo interpret")
+    except (ZooError, UnsupportedFamily) as error:
         raise InterpreterError(str(error)) from None
     shards = zoo.shards
     if not shards:

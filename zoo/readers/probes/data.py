@@ -145,15 +145,17 @@ class ZooRecords:
 def open_zoo(path: str | Path) -> ZooRecords:
     """Read a zoo's records (``zoo.open``); every problem is a one-line ``ProbeError``."""
     from zoo.api import Zoo, ZooError
+    from zoo.subjects.families import UnsupportedFamily, require_families
 
     try:
         zoo = Zoo(path)
-        table = zoo.table(columns=list(RECORD_COLUMNS))
-    except ZooError as error:
+        table = zoo.table(columns=[*RECORD_COLUMNS, "family"])
+        require_families(table.column("family").to_pylist(), ("mlp",), "zoo probe")
+    except (ZooError, UnsupportedFamily) as error:
         raise ProbeError(str(error)) from None
     except (ManifestError, FileNotFoundError, OSError, pa.ArrowException) as error:
-        raise ProbeError(f"{zoo.path}: unreadable zoo ({error})") from None
-    return ZooRecords(zoo.path, zoo.config, table)
+        raise ProbeError(f"{Path(path)}: unreadable zoo ({error})") from None
+    return ZooRecords(zoo.path, zoo.config, table.select(list(RECORD_COLUMNS)))
 
 
 def row_weights(row: dict, which: Which) -> np.ndarray:

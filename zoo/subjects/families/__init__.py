@@ -18,7 +18,7 @@ from zoo.subjects.families.base import Family, LayoutEntry, SignatureSite, Subje
 
 __all__ = [
     "FAMILIES", "ArchitectureSpace", "Family", "LayoutEntry", "SignatureSite", "SubjectArchitecture",
-    "UnknownFamily", "UnsupportedFamily", "architecture_of", "family_of", "get_family", "require_family",
+    "UnknownFamily", "UnsupportedFamily", "architecture_of", "family_of", "get_family", "require_families", "require_family",
     "sample_architecture",
 ]
 
@@ -77,6 +77,20 @@ def require_family(value: str | dict | SubjectArchitecture, supported: tuple[str
     if architecture.family not in supported:
         raise UnsupportedFamily(f"{reader} reads {' and '.join(supported)} subjects, not {architecture.family!r} ones")
     return architecture
+
+
+def require_families(found, supported: tuple[str, ...], reader: str) -> None:
+    """Refuse, before any work, a zoo holding subjects of a family ``reader`` does not read.
+
+    ``found`` is the records' ``family`` column (any iterable of names).
+    """
+    counts: dict[str, int] = {}
+    for name in found:
+        counts[name] = counts.get(name, 0) + 1
+    other = {name: n for name, n in counts.items() if name not in supported}
+    if other:
+        held = ", ".join(f"{n} {name}" for name, n in sorted(other.items()))
+        raise UnsupportedFamily(f"{reader} reads {' and '.join(supported)} subjects; this zoo also holds {held} records")
 
 
 def family_of(architecture: SubjectArchitecture | str | dict) -> Family:

@@ -1,9 +1,14 @@
 """The seam every subject family sits behind.
 
 A family is one module that defines a config space, an architecture and one ``Family``
-object; the factory, signatures, ``load_model`` and the readers call only what is
-declared here, so adding a family is adding a module and a line in the registry
+object; the factory, signatures and ``load_model`` call only what is declared here,
+so adding a family is adding a module and a line in the registry
 (``zoo.subjects.families.FAMILIES``).
+
+The factory trains ``SubjectJob``s through ``Family.train`` and reads populations only
+through the ``Family`` methods; readers that need a family's internals (the MLP's
+token-space weights for the interpreter and probes) say so and refuse other families
+(``require_family``).
 
 Two names matter to everything downstream:
 
@@ -20,7 +25,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -86,6 +91,25 @@ class SubjectArchitecture(ABC):
     def to_json(self) -> str:
         """The record's ``architecture`` value: compact JSON, keys in ``to_dict`` order."""
         return json.dumps(self.to_dict(), separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class SubjectJob:
+    """One model to train, of any family: its architecture, seeds, learning rate and its own data.
+
+    Tokens are ``[samples, seq_len]`` ids; labels are the task's targets per sample.
+    ``init`` (flat weights) starts the model from trained weights instead of its seed.
+    """
+
+    architecture: SubjectArchitecture
+    init_seed: int
+    order_seed: int
+    lr: float
+    train_tokens: np.ndarray
+    train_labels: np.ndarray
+    val_tokens: np.ndarray
+    val_labels: np.ndarray
+    init: np.ndarray | None = field(default=None, compare=False)
 
 
 class Family(ABC):

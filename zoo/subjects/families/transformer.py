@@ -19,7 +19,9 @@ trains the same blocks as a language model). A learned summary token would add a
 and a parameter for nothing the last position cannot do. Since only the last position is
 read, the last block computes its queries, attention output and feed-forward there only
 (keys and values at every position): exactly the full computation's readout, at a fraction
-of the last block's cost. The module and the population do the same.
+of the last block's cost. The module and the population do the same. Tied embeddings have
+nothing to tie to here: a one-logit head has no unembedding (a language-model head, in the
+formal-language issue, can tie itself to ``tok_emb``).
 
 **Hookpoints** (each read at the last position, the one the readout reads, so every
 hookpoint is a ``[batch, width]`` vector per sequence): ``embed`` (d: token plus position
@@ -72,12 +74,12 @@ class TransformerSpace(Strict):
     family: Literal["transformer"] = Field(
         "transformer", description="subject family: a pre-LayerNorm causal decoder transformer over the tokens"
     )
-    layers: IntRange = Field(IntRange(min=1, max=2), description="number of transformer blocks (1-4), drawn uniformly")
+    layers: IntRange = Field(IntRange(min=2, max=2), description="number of transformer blocks (1-4), drawn uniformly")
     d_model: list[int] = Field(
-        [32, 48], description="model widths a model draws one of, uniformly (8-256; the issue's range is 32-128)"
+        [32], description="model widths a model draws one of, uniformly (8-256; 32-128 is the intended range)"
     )
     heads: list[int] = Field(
-        [1, 2, 4], description="attention head counts a model draws one of, uniformly (1-4; each must divide every d_model)"
+        [4], description="attention head counts a model draws one of, uniformly (1-4; each must divide every d_model)"
     )
     ffn: list[FFNKind] = Field(
         ["dense"],
