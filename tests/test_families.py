@@ -91,7 +91,7 @@ def test_a_single_space_draws_exactly_as_the_family_does():
 def test_a_mixture_draws_each_space_by_its_share():
     narrow = MLPSpace(width={"min": 4, "max": 4})
     wide = MLPSpace(width={"min": 40, "max": 40})
-    mix = [FamilyShare(share=3, space=narrow), FamilyShare(share=1, space=wide)]
+    mix = [FamilyShare(share=0.75, space=narrow), FamilyShare(share=0.25, space=wide)]
     rng = np.random.default_rng(0)
     widths = [sample_architecture(mix, 7, 7, rng).widths[0] for _ in range(2000)]
     assert np.mean(np.array(widths) == 4) == pytest.approx(0.75, abs=0.03)
@@ -99,7 +99,7 @@ def test_a_mixture_draws_each_space_by_its_share():
 
 def test_a_mixed_zoo_config_plans_batches_from_both_spaces():
     config = parse_config(
-        {"architecture": [{"share": 1, "space": {"width": {"min": 4, "max": 4}}}, {"share": 1, "space": {"width": {"min": 9, "max": 9}}}]}
+        {"architecture": [{"share": 0.5, "space": {"width": {"min": 4, "max": 4}}}, {"share": 0.5, "space": {"width": {"min": 9, "max": 9}}}]}
     )
     widths = {plan_batch(config, b).architecture.widths[0] for b in range(20)}
     assert widths == {4, 9}
@@ -138,3 +138,25 @@ def test_an_empty_mixture_is_refused_in_one_line():
 
     with pytest.raises(ConfigError, match="^architecture: List should have at least 1 item"):
         parse_config({"architecture": []})
+
+
+def test_shares_that_do_not_sum_to_one_are_refused_in_one_line():
+    from zoo.config import ConfigError
+
+    with pytest.raises(ConfigError, match="^architecture: the shares sum to 0.9, not 1$"):
+        parse_config({"architecture": [{"share": 0.5, "space": {}}, {"share": 0.4, "space": {}}]})
+
+
+def test_each_part_of_a_mixture_trains_with_its_own_recipe():
+    config = parse_config(
+        {
+            "training": {"lr": {"min": 0.01, "max": 0.01}},
+            "architecture": [
+                {"share": 0.5, "space": {"width": {"min": 4, "max": 4}}},
+                {"share": 0.5, "space": {"width": {"min": 9, "max": 9}}, "training": {"lr": {"min": 0.001, "max": 0.001}}},
+            ],
+        }
+    )
+    plans = [plan_batch(config, b) for b in range(20)]
+    assert {p.architecture.widths[0]: p.lr for p in plans} == pytest.approx({4: 0.01, 9: 0.001})
+    assert {p.part for p in plans} == {0, 1}

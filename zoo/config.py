@@ -87,13 +87,6 @@ class PatternSpace(Strict):
         return self
 
 
-class FamilyShare(Strict):
-    """One family of a mixed zoo: its architecture space and the share of batches that draw from it."""
-
-    share: float = Field(gt=0.0, description="relative share of batches drawn from this space (normalized over the list)")
-    space: ArchitectureSpace = Field(description="the family's architecture space")
-
-
 class TrainingConfig(Strict):
     """How each subject model is trained (the population trainer and the reference alike)."""
 
@@ -119,6 +112,17 @@ class TrainingConfig(Strict):
         if isinstance(self.population_size, int) and self.population_size < 1:
             raise ValueError("population_size: must be at least 1")
         return self
+
+
+class FamilyShare(Strict):
+    """One part of a mixed zoo: an architecture space, the share of batches drawn from it, and
+    optionally its own training recipe (families train best at different rates and lengths)."""
+
+    share: float = Field(gt=0.0, le=1.0, description="share of batches drawn from this space; the list's shares sum to 1")
+    space: ArchitectureSpace = Field(description="the family's architecture space")
+    training: TrainingConfig | None = Field(
+        None, description="how this part's models are trained; None: the zoo's `training` block"
+    )
 
 
 class CorruptionConfig(Strict):
@@ -226,6 +230,19 @@ class ZooConfig(Strict):
     runtime: RuntimeConfig = Field(
         RuntimeConfig(), description="where and how the batches run (not part of the zoo id)"
     )
+
+    @model_validator(mode="after")
+    def _shares_sum_to_one(self) -> ZooConfig:
+        if isinstance(self.architecture, list):
+            total = sum(part.share for part in self.architecture)
+            if abs(total - 1.0) > 1e-6:
+                raise ValueError(f"architecture: the shares sum to {total:g}, not 1")
+        return self
+
+    def training_for(self, part: int | None) -> TrainingConfig:
+        """The training recipe of mixture part ``part`` (None: a single space): its own, or the zoo's."""
+        own = None if part is None else self.architecture[part].training
+        return self.training if own is None else own
 
     def spaces(self, family: str | None = None) -> list:
         """The architecture spaces a batch may draw from (one, or each of a mixture), optionally of one family."""

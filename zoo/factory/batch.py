@@ -116,12 +116,13 @@ def _measure(
     owner = [plans[i // per_plan] for i in range(len(jobs))]
     probe = probe_set(config)
     outcomes: list[ModelOutcome | None] = [None] * len(jobs)
-    by_family: dict[str, list[int]] = {}
+    by_recipe: dict[tuple[str, int | None], list[int]] = {}  # one family and one training recipe per call
     for i, job in enumerate(jobs):
-        by_family.setdefault(job.architecture.family, []).append(i)
-    for name, members_of in by_family.items():
+        by_recipe.setdefault((job.architecture.family, owner[i].part), []).append(i)
+    for (name, part), members_of in by_recipe.items():
         family = get_family(name)
-        for group in family.train([jobs[i] for i in members_of], config.training, device, epochs=epochs):
+        training = config.training_for(part)
+        for group in family.train([jobs[i] for i in members_of], training, device, epochs=epochs):
             indices = [members_of[i] for i in group.indices]
             _measure_group(config, family, group, [owner[i] for i in indices], indices, probe, outcomes)
     return outcomes  # type: ignore[return-value]

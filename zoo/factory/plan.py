@@ -9,7 +9,7 @@ import numpy as np
 
 from zoo.config import ZooConfig
 from zoo.patterns.sampler import BatchData, LabelledSet, sampler_for
-from zoo.subjects.families import SubjectArchitecture, sample_architecture
+from zoo.subjects.families import SubjectArchitecture, sample_part
 from zoo.subjects.families.base import SubjectJob
 
 
@@ -38,6 +38,7 @@ class BatchPlan:
     order_seed: int
     data: BatchData
     corruptions: tuple[Corruption, ...]
+    part: int | None = None  # the mixture part drawn (``ZooConfig.training_for``); None for a single space
 
     @property
     def patterns(self) -> tuple[str, ...]:
@@ -50,8 +51,8 @@ def plan_batch(config: ZooConfig, batch_id: int) -> BatchPlan:
     space = config.patterns
     sampler = sampler_for(space)
     names = sampler.select_patterns(rng)
-    architecture = sample_architecture(config.architecture, space.vocab_size, space.seq_len, rng)
-    lr_range = config.training.lr
+    part, architecture = sample_part(config.architecture, space.vocab_size, space.seq_len, rng)
+    lr_range = config.training_for(part).lr
     lr = float(np.exp(rng.uniform(np.log(lr_range.min), np.log(lr_range.max))))
     init_seed, order_seed, data_seed = (int(s) for s in rng.integers(0, 2**63 - 1, size=3))
     rate = config.corruption.rate
@@ -64,7 +65,7 @@ def plan_batch(config: ZooConfig, batch_id: int) -> BatchPlan:
         for _ in range(config.corruption.degraded_per_batch)
     )
     data = sampler.batch_data(names, data_seed)
-    return BatchPlan(batch_id, seed, architecture, lr, init_seed, order_seed, data, corruptions)
+    return BatchPlan(batch_id, seed, architecture, lr, init_seed, order_seed, data, corruptions, part)
 
 
 def corrupt_labels(split: LabelledSet, corruption: Corruption, salt: int) -> np.ndarray:

@@ -98,12 +98,19 @@ def family_of(architecture: SubjectArchitecture | str | dict) -> Family:
 
 
 def sample_architecture(space, vocab_size: int, seq_len: int, rng: np.random.Generator) -> SubjectArchitecture:
-    """Draw from one family's space, or from a list of ``FamilyShare``s (a family by share, then its space).
+    """Draw from one family's space, or from a list of ``FamilyShare``s (a part by share, then its space)."""
+    return sample_part(space, vocab_size, seq_len, rng)[1]
+
+
+def sample_part(space, vocab_size: int, seq_len: int, rng: np.random.Generator) -> tuple[int | None, SubjectArchitecture]:
+    """``(part, architecture)``: the mixture part drawn (None for a single space) and its draw.
 
     A single space consumes ``rng`` exactly as its family's ``sample`` does, so zoos made
     before mixtures existed draw the same architectures.
     """
+    part = None
     if isinstance(space, (list, tuple)):
         shares = np.array([entry.share for entry in space], dtype=np.float64)
-        space = space[int(rng.choice(len(space), p=shares / shares.sum()))].space
-    return get_family(space.family).sample(space, vocab_size, seq_len, rng)
+        part = int(rng.choice(len(space), p=shares / shares.sum()))
+        space = space[part].space
+    return part, get_family(space.family).sample(space, vocab_size, seq_len, rng)
