@@ -234,3 +234,14 @@ def test_bench_runs_both_trainers_and_their_fvus_agree():
     out = bench_sae(n_saes=4, dims=(8, 12), widths=(4,), ks=(2,), steps=5, batch_size=16, tokens=400, val_tokens=100)
     assert out["saes"] == 4 and out["speedup"] > 0
     assert out["fvu_max_abs_diff"] < 1e-4
+
+
+def test_relu_objective_does_not_scale_with_batch_size():
+    from zoo.readers.sae.module import SparseCoder
+
+    coder = SparseCoder.from_spec(SAESpec("a", 32, kind="relu", alpha=3.0), 16, 16)
+    x = torch.from_numpy(planted_dictionary(n_features=32, d=16, tokens=64, val_tokens=1).train)
+    with torch.no_grad():
+        small, *_ = coder.objective(x, x, alpha=3.0)
+        large, *_ = coder.objective(torch.cat([x, x]), torch.cat([x, x]), alpha=3.0)  # same tokens, twice the batch
+    assert large.item() == pytest.approx(small.item(), rel=1e-5)

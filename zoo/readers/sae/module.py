@@ -145,8 +145,8 @@ class SparseCoder(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float | None]:
         """``(loss, fvu, fired [m], smallest kept value (BatchTopK) or None)`` on one batch, training rule.
 
-        TopK uses the sparse kernels of ``kernels.py`` (sparsify's fused encoder and
-        ``embedding_bag`` decoder); the other kinds decode densely.
+        TopK uses the sparse kernels of ``kernels.py`` (sparsify's fused encoder and sparse
+        decoder, batched); the other kinds decode densely.
         """
         smallest = None
         if self.kind == "topk":
@@ -187,7 +187,7 @@ class SparseCoder(nn.Module):
     @torch.no_grad()
     def remove_parallel_grad(self) -> None:
         g, w = self.W_dec.grad, self.W_dec.data
-        g -= (g * w).sum(dim=1, keepdim=True) * w
+        g.addcmul_(torch.linalg.vecdot(g, w)[..., None], w, value=-1.0)
 
     @torch.no_grad()
     def normalize_decoder(self) -> None:

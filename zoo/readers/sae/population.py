@@ -194,7 +194,7 @@ class Stack:
     def remove_parallel_grad(self) -> None:
         w = self.params["W_dec"]
         g = w.grad
-        g -= (g * w).sum(dim=-1, keepdim=True) * w
+        g.addcmul_(torch.linalg.vecdot(g, w)[..., None], w, value=-1.0)
 
     @torch.no_grad()
     def normalize_decoder(self) -> None:
