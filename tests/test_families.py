@@ -82,6 +82,31 @@ def test_population_logits_and_hookpoints_equal_each_rebuilt_module(name):
                 torch.testing.assert_close(points[point][slot, :, :width], own[point], atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("name", FAMILY_NAMES)
+def test_a_population_built_from_weights_equals_the_trained_one(name):
+    family = get_family(name)
+    archs = _architectures(name)
+    from zoo.subjects.train import SubjectJob
+
+    tokens = torch.randint(0, 7, (len(archs), 16, 7))
+    jobs = [
+        SubjectJob(a, i, i, 1e-2, tokens[i].numpy(), np.ones(16, np.float32), tokens[i].numpy(), np.ones(16, np.float32),
+                   init=family.init_weights(a, i))
+        for i, a in enumerate(archs)
+    ]
+    for group in family.train(jobs, ZooConfig().training, torch.device("cpu"), epochs=1):
+        members = [archs[i] for i in group.indices]
+        assert len({family.population_key(a) for a in members}) == 1
+        trained = family.weights(group.population)
+        rebuilt = family.population(members, trained, "cpu")
+        assert all(np.array_equal(a, b) for a, b in zip(family.weights(rebuilt), trained))
+        torch.testing.assert_close(family.logits(rebuilt, tokens[group.indices]), family.logits(group.population, tokens[group.indices]))
+        ours, theirs = family.activations(rebuilt, tokens[group.indices]), family.activations(group.population, tokens[group.indices])
+        assert list(ours) == list(theirs)
+        for point in ours:
+            torch.testing.assert_close(ours[point], theirs[point])
+
+
 def test_a_single_space_draws_exactly_as_the_family_does():
     space = MLPSpace()
     a, b = np.random.default_rng(5), np.random.default_rng(5)

@@ -482,3 +482,142 @@ def test_tune_sweep_runs_trials_through_ray_tune_and_writes_table_and_best_confi
     best = load_config(tmp_path / "tune" / "best_config.yaml", ProbeConfig)
     assert best.lr == pytest.approx(float(table[0]["lr"])) and best.weight_decay == float(table[0]["weight_decay"])
     assert best.control and best.val_every == ProbeConfig().val_every  # what trials fix is not the best recipe's
+
+
+# ---------------------------------------------------------------- hookpoints and other families
+
+MIXED_RECIPE = {
+    "batches": 6,
+    "architecture": [
+        {"share": 0.5, "space": {"family": "mlp", "width": {"min": 6, "max": 10}}},
+        {"share": 0.5, "space": {"family": "transformer", "d_model": [8, 16], "heads": [1, 2],
+                                 "ffn": ["dense", "sparse"], "expansion": 4, "layers": {"min": 1, "max": 2}}},
+    ],
+    "patterns": {"train_size": 100, "val_size": 40, "benchmark_size": 100},
+    "training": {"epochs": 2},
+    "corruption": {"degraded_per_batch": 1, "min_degradation": 0.0},
+    "storage": {"batches_per_shard": 2},
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def mixed_zoo(tmp_path_factory) -> Path:
+    import zoo
+
+    out = tmp_path_factory.mktemp("probe-mixed") / "zoo"
+    zoo.generate(MIXED_RECIPE, out, workers=0, quiet=True)
+    return out
+
+
+def _families(path: Path) -> list[str]:
+    from zoo.factory.reader import read_records
+
+    return read_records(path, columns=["family"]).column("family").to_pylist()
+
+
+def test_every_layer_carries_its_hookpoint_name():
+    result = probe_model(ModelSpec(ARCH, planted_model(), planted_data(0)), PLANTED)
+    assert {l: result.hookpoint(l) for l in result.layers} == {0: "input", 1: "layers.0.post", 2: "layers.1.post"}
+    pre = probe_model(ModelSpec(ARCH, planted_model(), planted_data(0)), PLANTED.model_copy(update={"site": "pre", "layers": [2]}))
+    assert pre.hookpoint(2) == "layers.1.pre" and pre.trained[2].hookpoint == "layers.1.pre"
+
+
+def test_hookpoint_names_select_layers_beside_numbers():
+    spec = ModelSpec(ARCH, planted_model(), planted_data(0))
+    result = probe_model(spec, PLANTED.model_copy(update={"layers": ["layers.0.post", "head", 0]}))
+    assert result.layers == [0, 1, 3] and result.hookpoint(3) == "head" and result.points[3].width == 1
+    by_number = probe_model(ModelSpec(ARCH, planted_model(), planted_data(0)), PLANTED.model_copy(update={"layers": [0, 1]}))
+    assert result.trained[1].accuracy == by_number.trained[1].accuracy  # the same probe, however it is named
+
+
+def test_an_unknown_hookpoint_is_refused_in_one_line_naming_the_known_ones():
+    spec = ModelSpec(ARCH, planted_model(), planted_data(0))
+    with pytest.raises(ProbeError, match=r"unknown hookpoint 'layers.2.post': .* has input, layers.0.post, layers.1.post, head$"):
+        probe_model(spec, PLANTED.model_copy(update={"layers": ["layers.2.post"]}))
+
+
+def test_transformer_activations_are_the_modules_at_each_probe_point():
+    from zoo.readers.probes.activations import collect_layers, probe_points
+    from zoo.subjects.families import get_family
+    from zoo.subjects.families.transformer import Architecture as TransformerArchitecture
+
+    family = get_family("transformer")
+    archs = [
+        TransformerArchitecture(2, 16, 2, "dense", 4, 0, True, 7, 7),
+        TransformerArchitecture(1, 8, 1, "dense", 4, 0, True, 7, 7),
+        TransformerArchitecture(1, 8, 2, "sparse", 4, 2, True, 7, 7),
+    ]
+    weights = [family.init_weights(a, i) for i, a in enumerate(archs)]
+    tokens = [np.random.default_rng(i).integers(0, 7, size=(40, 7)) for i in range(len(archs))]
+    layers = [[p.layer for p in probe_points(a)] for a in archs]
+    acts = collect_layers(archs, weights, tokens, layers, chunk=16)
+    for arch, w, t, got in zip(archs, weights, tokens, acts):
+        with torch.no_grad():
+            own = family.build_module(arch, w).activations(torch.as_tensor(t))
+        for point in probe_points(arch):
+            np.testing.assert_allclose(got[point.layer], own[point.hookpoint].numpy(), atol=1e-5, rtol=1e-5)
+    assert [p.hookpoint for p in probe_points(archs[1], "pre")] == ["embed", "blocks.0.ffn.pre", "blocks.0.resid", "head"]
+
+
+def test_a_transformer_record_is_probed_at_its_hookpoints(mixed_zoo, tmp_path, capsys):
+    families = _families(mixed_zoo)
+    row = families.index("transformer")
+    assert main(["probe", "model", "--data", str(mixed_zoo), "--row", str(row), "--out", str(tmp_path / "m"), "--epochs", "2"]) == 0
+    assert "best layer" in capsys.readouterr().out
+    report = json.loads((tmp_path / "m" / "report.json").read_text())
+    names = list(report["hookpoints"].values())
+    assert names[0] == "embed" and names[1:3] == ["blocks.0.ffn.post", "blocks.0.resid"] and "head" not in names
+    assert set(report["random_init"]["per_layer_accuracy"]) == set(report["hookpoints"])
+    with open(tmp_path / "m" / "metrics.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert {r["hookpoint"] for r in rows} == set(names)
+    assert any(r["subject"] == "random" and r["hookpoint"] == "embed" for r in rows)  # a twin's embedding is its own
+    _, meta = load_probe(tmp_path / "m" / "probe_layer_2.safetensors")
+    assert meta["hookpoint"] == "blocks.0.resid" and meta["architecture"]["family"] == "transformer"
+
+    code = main(["probe", "model", "--data", str(mixed_zoo), "--row", str(row), "--out", str(tmp_path / "n"),
+                 "--epochs", "2", "--layers", "blocks.0.resid,embed", "--site", "pre"])  # fmt: skip
+    assert code == 0
+    assert json.loads((tmp_path / "n" / "report.json").read_text())["hookpoints"] == {"0": "embed", "2": "blocks.0.resid"}
+    capsys.readouterr()
+    code = main(["probe", "model", "--data", str(mixed_zoo), "--row", str(row), "--out", str(tmp_path / "o"), "--layers", "layers.0.post"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert "unknown hookpoint 'layers.0.post'" in err and "embed, blocks.0.ffn.post, blocks.0.resid" in err
+
+
+def test_a_mixed_zoo_is_probed_by_family(mixed_zoo, tmp_path, capsys):
+    assert set(_families(mixed_zoo)) == {"mlp", "transformer"}
+    code = main(["probe", "zoo", "--data", str(mixed_zoo), "--out", str(tmp_path / "z"), "--json", "--epochs", "2"])
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["models"] == 2 * len(_families(mixed_zoo))
+    with open(tmp_path / "z" / "probes.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    hookpoints = {r["architecture"].split()[0]: set() for r in rows}
+    for r in rows:
+        hookpoints[r["architecture"].split()[0]].add(r["hookpoint"])
+    assert {"input", "layers.0.post"} <= hookpoints["mlp"] and not any(h.startswith("blocks.") for h in hookpoints["mlp"])
+    assert {"embed", "blocks.0.ffn.post", "blocks.0.resid"} <= hookpoints["transformer"]
+    with open(tmp_path / "z" / "readability.csv") as handle:
+        assert {r["family"] for r in csv.DictReader(handle)} == {"mlp", "transformer"}  # layer numbers differ by family
+
+
+def test_a_transformer_records_activations_cache_names_their_hookpoints(mixed_zoo, tmp_path):
+    from zoo.readers.probes.activations import read_hookpoints
+
+    row = _families(mixed_zoo).index("transformer")
+    assert main(["probe", "activations", "--data", str(mixed_zoo), "--row", str(row), "--out", str(tmp_path / "a.parquet")]) == 0
+    labels, acts = read_activations(tmp_path / "a.parquet")
+    names = read_hookpoints(tmp_path / "a.parquet")
+    assert names[0] == "embed" and names[2] == "blocks.0.resid" and len(acts) == len(names)
+    assert all(len(a) == len(labels) for a in acts)
+
+
+def test_a_zoo_of_another_family_is_refused_in_one_line(tiny_zoo, monkeypatch):
+    from zoo.readers.probes import activations
+    from zoo.readers.probes.data import open_zoo
+
+    monkeypatch.setattr(activations, "PROBED_FAMILIES", ("transformer",))
+    with pytest.raises(ProbeError, match=r"^zoo probe reads transformer subjects; this zoo also holds \d+ mlp records$"):
+        open_zoo(tiny_zoo)

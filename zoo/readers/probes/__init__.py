@@ -1,4 +1,5 @@
-"""Reading probes: per-layer linear probes of subject models, with controls, reports and a Tune sweep.
+"""Reading probes: per-layer linear probes of subject models (MLPs and transformers, each layer a named
+hookpoint), with controls, reports and a Tune sweep.
 
 - ``probe_row(data_dir, row, out, config)``: one record's model, every layer; checkpoints and a report.
 - ``probe_zoo(data_dir, out, config, workers=...)``: every model of a zoo, summarized.
@@ -21,6 +22,9 @@ _EXPORTS = {
     "LabelledData": "data",
     "open_zoo": "data",
     "collect": "activations",
+    "collect_layers": "activations",
+    "probe_points": "activations",
+    "resolve_layers": "activations",
     "model_activations": "activations",
     "cache_activations": "activations",
     "read_activations": "activations",

@@ -7,11 +7,23 @@ import json
 from pathlib import Path
 
 
-def _layers(text: str) -> list[int]:
-    try:
-        return [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"layers must be comma-separated integers, not {text!r}") from None
+def _layers(text: str) -> list[int | str]:
+    """Comma-separated layer numbers and hookpoint names: ``1,2`` or ``layers.0.post,head``."""
+    out: list[int | str] = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        if part.lstrip("-").isdigit():
+            out.append(int(part))
+        elif all(c.isalnum() or c in "._" for c in part):
+            out.append(part)
+        else:
+            raise argparse.ArgumentTypeError(
+                f"layers must be comma-separated layer numbers or hookpoint names, not {text!r}"
+            )
+    if not out:
+        raise argparse.ArgumentTypeError(f"layers: no layer numbers or hookpoint names in {text!r}")
+    return out
 
 
 def recipe_from_args(args: argparse.Namespace):
@@ -53,7 +65,7 @@ def cmd_probe_model(args: argparse.Namespace) -> int:
     console.print(probe_table(result.layers, report))
     selectivity = "" if report["selectivity"] is None else f", selectivity {report['selectivity']:.3f}"
     console.print(
-        f"best layer {layer_label(report['best_layer'])}: accuracy {report['best_accuracy']:.3f}{selectivity} "
+        f"best layer {layer_label(report['best_layer'])} ({report['best_hookpoint']}): accuracy {report['best_accuracy']:.3f}{selectivity} "
         f"-> {Path(args.out) / 'report.md'}",
         highlight=False,
         markup=False,
@@ -62,15 +74,19 @@ def cmd_probe_model(args: argparse.Namespace) -> int:
 
 
 def probe_table(layers, report: dict):
-    """Per layer: probe accuracy, control, selectivity, the untrained twin's accuracy (values fold, never cut)."""
+    """Per layer: its hookpoint, probe accuracy, control, selectivity, the untrained twin's accuracy (values fold,
+    never cut)."""
     from rich.table import Table
 
     from zoo.readers.probes.report import layer_label
 
     table = Table(title=f"probes of {report['model']['name']}")
-    for column in ("layer", "accuracy", "control", "selectivity", "untrained twin"):
+    table.add_column("layer", justify="right", overflow="fold")
+    table.add_column("hookpoint", overflow="fold", min_width=len("blocks.0.ffn.post"))
+    for column in ("accuracy", "control", "selectivity", "twin"):
         table.add_column(column, justify="right", overflow="fold")
     twin = report.get("random_init", {}).get("per_layer_accuracy", {})
+    hookpoints = report.get("hookpoints", {})
     for layer in layers:
         key = str(layer)
         values = (
@@ -79,7 +95,7 @@ def probe_table(layers, report: dict):
             report["per_layer_selectivity"][key],
             twin.get(key),
         )
-        table.add_row(layer_label(layer), *("" if v is None else f"{v:.3f}" for v in values))
+        table.add_row(layer_label(layer), hookpoints.get(key, ""), *("" if v is None else f"{v:.3f}" for v in values))
     return table
 
 
@@ -171,7 +187,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--row", type=int, required=True, help="record index (rows in batch, pair order)")
     p.add_argument("--which", choices=("clean", "degraded"), default="clean", help="which model of the record")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--layers", type=_layers, help="override the recipe's layers: comma-separated, 0 the input (default: all)")
+    p.add_argument(
+        "--layers", type=_layers,
+        help="override the recipe's layers: comma-separated layer numbers (0 the input or embedding) or hookpoint "
+        "names, e.g. 1,2 or layers.0.post,head (default: layer 0 and every hidden layer)",
+    )
     _add_recipe_options(p)
     p.set_defaults(func=cmd_probe_model)
 

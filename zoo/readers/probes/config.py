@@ -44,9 +44,19 @@ class ProbeConfig(Strict):
     """One linear probe per layer, one-vs-rest (a sigmoid per class, BCE on one-hot targets)."""
 
     # what is probed
-    site: Literal["post", "pre"] = Field("post", description="post- or pre-activations of each hidden layer")
-    include_input: bool = Field(True, description="also probe layer 0, the one-hot input: what is readable for free")
-    layers: list[int] | None = Field(None, description="layers to probe (0 = input, 1.. hidden); None: all")
+    site: Literal["post", "pre"] = Field(
+        "post",
+        description="post- or pre-activations of each hidden layer (an MLP's layers, a transformer's feed-forward units)",
+    )
+    include_input: bool = Field(
+        True,
+        description="also probe layer 0: an MLP's one-hot input (what is readable for free), a transformer's embedding",
+    )
+    layers: list[int | str] | None = Field(
+        None,
+        description="layers to probe: numbers (0 = input or embed, 1.. hidden) or hookpoint names "
+        "(layers.0.post, blocks.1.resid, head); None: every hidden layer and layer 0",
+    )
     splits: list[Split] = Field(
         ["train", "val", "benchmark"], description="the batch's labelled sets pooled into the probe's data"
     )
@@ -113,8 +123,10 @@ class ProbeConfig(Strict):
         if self.layers is not None:
             if not self.layers:
                 raise ValueError("layers: an empty list probes nothing (use null for all)")
-            if min(self.layers) < 0:
+            if any(isinstance(l, int) and l < 0 for l in self.layers):
                 raise ValueError("layers: layer indices start at 0 (the input)")
+            if any(isinstance(l, str) and not l.strip() for l in self.layers):
+                raise ValueError("layers: an empty hookpoint name")
         return self
 
 

@@ -145,12 +145,13 @@ class ZooRecords:
 def open_zoo(path: str | Path) -> ZooRecords:
     """Read a zoo's records (``zoo.open``); every problem is a one-line ``ProbeError``."""
     from zoo.api import Zoo, ZooError
+    from zoo.readers.probes.activations import PROBED_FAMILIES
     from zoo.subjects.families import UnsupportedFamily, require_families
 
     try:
         zoo = Zoo(path)
         table = zoo.table(columns=[*RECORD_COLUMNS, "family"])
-        require_families(table.column("family").to_pylist(), ("mlp",), "zoo probe")
+        require_families(table.column("family").to_pylist(), PROBED_FAMILIES, "zoo probe")
     except (ZooError, UnsupportedFamily) as error:
         raise ProbeError(str(error)) from None
     except (ManifestError, FileNotFoundError, OSError, pa.ArrowException) as error:

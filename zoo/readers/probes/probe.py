@@ -4,8 +4,12 @@
 and optionally the untrained twin's weights), collects every layer's activations,
 and trains, in groups of ``config.models_per_group`` models, one batched computation
 holding, for every model and layer: the probe on the real classes, the control
-probe on shuffled labels, and the same two on the untrained twin. The twin's input
+probe on shuffled labels, and the same two on the untrained twin. An MLP twin's input
 layer is the model's (the same one-hot), so it is not trained twice.
+
+Layers are numbered probe points, each reading one hookpoint (``activations.probe_points``):
+an MLP's layer 0 is the one-hot input and layer ``l`` hidden layer ``l``; a transformer's
+layer 0 is ``embed``, then each block's feed-forward hidden units and residual stream.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from zoo.readers.probes.activations import collect
+from zoo.readers.probes.activations import Layer, ProbePoint, collect_layers, default_layers, probe_points, resolve_layers
 from zoo.readers.probes.config import ProbeConfig
 from zoo.readers.probes.data import LabelledData, ProbeError, subsample
 from zoo.readers.probes.train import (
@@ -27,7 +31,7 @@ from zoo.readers.probes.train import (
     train_probes,
 )
 from zoo.runtime import resolve_device, torch_threads
-from zoo.subjects.families.mlp import Architecture
+from zoo.subjects.families import SubjectArchitecture
 
 TRAINED, RANDOM = "trained", "random"
 REAL, CONTROL = 0, 1
@@ -37,12 +41,12 @@ REAL, CONTROL = 0, 1
 class ModelSpec:
     """A model to probe and the labelled sequences to probe it on."""
 
-    architecture: Architecture
+    architecture: SubjectArchitecture
     weights: np.ndarray
     data: LabelledData
     twin_weights: np.ndarray | None = None
     meta: dict = field(default_factory=dict)
-    layers: list[int] | None = None  # overrides ``config.layers`` for this model
+    layers: list[Layer] | None = None  # overrides ``config.layers`` for this model (numbers or hookpoint names)
 
 
 @dataclass(eq=False)
@@ -50,6 +54,7 @@ class LayerProbe:
     """The probes of one layer of one subject (trained model or untrained twin)."""
 
     layer: int
+    hookpoint: str
     accuracy: float  # best validation accuracy (the best checkpoint's)
     final_accuracy: float
     best_epoch: int
@@ -79,6 +84,10 @@ class ModelProbes:
     trained: dict[int, LayerProbe]
     random: dict[int, LayerProbe] | None
     epochs: int
+    points: dict[int, ProbePoint] = field(default_factory=dict)  # every probed layer's hookpoint and width
+
+    def hookpoint(self, layer: int) -> str:
+        return self.points[layer].hookpoint
 
     @property
     def val_labels(self) -> np.ndarray:
@@ -96,21 +105,24 @@ class ModelProbes:
         return {l: getattr(probes[l], what) for l in self.layers if l in probes}
 
 
-def check_layers(architecture: Architecture, config: ProbeConfig, layers: list[int] | None = None) -> list[int]:
-    """The layers to probe (``layers``, else ``config.layers``, else all), or a ``ProbeError`` naming one
-    the model does not have."""
-    available = list(range(0, architecture.n_layers + 1))
-    layers = config.layers if layers is None else layers
-    if layers is None:
-        return available if config.include_input else available[1:]
-    if not layers:
-        raise ProbeError(f"no layers to probe in {architecture.describe()}")
-    for layer in layers:
-        if layer not in available:
-            raise ProbeError(
-                f"unknown layer {layer}: {architecture.describe()} has layers 0 (input) to {architecture.n_layers}"
-            )
-    return sorted(set(layers))
+def check_layers(architecture: SubjectArchitecture, config: ProbeConfig, layers: list[Layer] | None = None) -> list[int]:
+    """The layers to probe (``layers``, else ``config.layers``, else the default points) as layer numbers,
+    or a ``ProbeError`` naming one the model does not have (numbers or hookpoint names)."""
+    try:
+        layers = config.layers if layers is None else layers
+        if layers is None:
+            return default_layers(architecture, config.include_input, config.site)
+        if not layers:
+            raise ProbeError(f"no layers to probe in {architecture.describe()}")
+        return resolve_layers(architecture, layers, config.site)
+    except ValueError as error:
+        raise ProbeError(str(error)) from None
+
+
+def shares_input(architecture: SubjectArchitecture, config: ProbeConfig) -> bool:
+    """Whether layer 0 is the same for any weights (the MLP's one-hot input): twins and models on the same
+    sequences probe it once."""
+    return probe_points(architecture, config.site)[0].shared
 
 
 def prepare(spec: ModelSpec, config: ProbeConfig) -> tuple[ModelSpec, list[int], np.ndarray, np.ndarray, list[np.ndarray]]:
@@ -156,31 +168,42 @@ class Prepared:
 def feature_sets(specs: list[ModelSpec], config: ProbeConfig) -> Prepared:
     """Activations of every model (and twin) as feature sets, with a key saying whose layer each is.
 
-    Models given the very same ``LabelledData`` object share their input layer (layer 0 is the
-    one-hot of the sequences, whatever the weights): it is probed once.
+    MLPs given the very same ``LabelledData`` object share their input layer (layer 0 is the
+    one-hot of the sequences, whatever the weights): it is probed once, and an MLP twin's is the
+    model's. A transformer's layer 0 (its embedding) depends on the weights: every model and twin
+    probes its own.
     """
     prepared = [prepare(spec, config) for spec in specs]
-    archs, weights, tokens, owners = [], [], [], []
-    for i, (spec, _, _, _, _) in enumerate(prepared):
-        archs.append(spec.architecture), weights.append(spec.weights), tokens.append(spec.data.tokens)
-        owners.append((i, TRAINED))
-        if config.random_twin and spec.twin_weights is not None:
-            archs.append(spec.architecture), weights.append(spec.twin_weights), tokens.append(spec.data.tokens)
-            owners.append((i, RANDOM))
-    with torch_threads(config.threads):
-        acts = collect(archs, weights, tokens, config.site, config.activation_chunk, resolve_device(config.device, "device"))
+    shared = [shares_input(spec.architecture, config) for spec in specs]
     first_with: dict[int, int] = {}
     alias: dict[int, int] = {}
     for i, spec in enumerate(specs):
         owner = first_with.setdefault(id(spec.data), i)
-        if owner != i and 0 in prepared[i][1] and 0 in prepared[owner][1]:
+        if owner != i and shared[i] and shared[owner] and 0 in prepared[i][1] and 0 in prepared[owner][1]:
             alias[i] = owner
+
+    def skipped(i: int, subject: str, layer: int) -> bool:  # the same one-hot input as a model already in the group
+        return layer == 0 and shared[i] and (subject == RANDOM or i in alias)
+
+    archs, weights, tokens, wanted, owners = [], [], [], [], []
+    for i, (spec, layers, _, _, _) in enumerate(prepared):
+        subjects = [(TRAINED, spec.weights)]
+        if config.random_twin and spec.twin_weights is not None:
+            subjects.append((RANDOM, spec.twin_weights))
+        for subject, w in subjects:
+            archs.append(spec.architecture), weights.append(w), tokens.append(spec.data.tokens)
+            wanted.append([l for l in layers if not skipped(i, subject, l)])
+            owners.append((i, subject))
+    with torch_threads(config.threads):
+        acts = collect_layers(
+            archs, weights, tokens, wanted, config.site, config.activation_chunk, resolve_device(config.device, "device")
+        )
     sets, keys = [], []
     for (i, subject), layers_acts in zip(owners, acts):
         spec, layers, train_idx, val_idx, tasks = prepared[i]
         for layer in layers:
-            if layer == 0 and (subject == RANDOM or i in alias):
-                continue  # the same one-hot input as a model already in the group
+            if skipped(i, subject, layer):
+                continue
             sets.append(FeatureSet(layers_acts[layer], tasks, len(spec.data.classes), train_idx, val_idx))
             keys.append(SetKey(i, subject, layer))
     return Prepared(
@@ -198,9 +221,10 @@ def _history(run: ProbeRun, f: int, task: int) -> dict[str, np.ndarray]:
     }
 
 
-def _layer_probe(run: ProbeRun, f: int, layer: int, control: bool) -> LayerProbe:
+def _layer_probe(run: ProbeRun, f: int, layer: int, hookpoint: str, control: bool) -> LayerProbe:
     return LayerProbe(
         layer=layer,
+        hookpoint=hookpoint,
         accuracy=float(run.best_accuracy[f, REAL]),
         final_accuracy=float(run.final_accuracy[f, REAL]),
         best_epoch=int(run.best_epoch[f, REAL]),
@@ -221,19 +245,21 @@ def probe_group(specs: list[ModelSpec], config: ProbeConfig, on_epoch: EpochCall
     run = train_probes(prep.sets, config, on_epoch)
     results = []
     for i, spec in enumerate(prep.specs):
+        all_points = probe_points(spec.architecture, config.site)
+        points = {l: all_points[l] for l in prep.layers[i]}
         trained: dict[int, LayerProbe] = {}
         random: dict[int, LayerProbe] | None = {} if (config.random_twin and spec.twin_weights is not None) else None
         for f, key in enumerate(prep.keys):
             if key.model == i:
-                probe = _layer_probe(run, f, key.layer, config.control)
+                probe = _layer_probe(run, f, key.layer, points[key.layer].hookpoint, config.control)
                 (trained if key.subject == TRAINED else random)[key.layer] = probe
         results.append(
-            ModelProbes(spec, spec.data.classes, prep.layers[i], *prep.splits[i], trained, random, config.epochs)
+            ModelProbes(spec, spec.data.classes, prep.layers[i], *prep.splits[i], trained, random, config.epochs, points)
         )
     for i, owner in prep.input_alias.items():
         results[i].trained[0] = results[owner].trained[0]
     for result in results:
-        if result.random is not None and 0 in result.trained:
+        if result.random is not None and 0 in result.trained and result.points[0].shared:
             result.random[0] = result.trained[0]
     return results
 

@@ -25,6 +25,7 @@ METRIC_COLUMNS = (
     "lr",
     "subject",
     "task",
+    "hookpoint",
 )
 PLOT_FILE = "per_layer_accuracy.png"
 
@@ -69,7 +70,9 @@ def summarize(result: ModelProbes) -> dict:
     report = {
         "classes": list(result.classes),
         "layers": result.layers,
+        "hookpoints": {str(l): result.hookpoint(l) for l in result.layers},
         "best_layer": best,
+        "best_hookpoint": result.hookpoint(best),
         "best_accuracy": _num(probe.accuracy),
         "selectivity": _num(probe.selectivity),
         "per_layer_accuracy": {str(l): _num(v) for l, v in result.per_layer("accuracy").items()},
@@ -126,6 +129,7 @@ def _metric_rows(probe: LayerProbe, subject: str, task: str, history: dict, best
                 "lr": f"{history['lr'][e]:.6g}",
                 "subject": subject,
                 "task": task,
+                "hookpoint": probe.hookpoint,
             }
         )
     return rows
@@ -136,7 +140,7 @@ def write_metrics_csv(path: Path, result: ModelProbes) -> Path:
     rows = []
     for subject, probes in ((TRAINED, result.trained), (RANDOM, result.random or {})):
         for layer in result.layers:
-            if layer not in probes or (subject == RANDOM and layer == 0):
+            if layer not in probes or (subject == RANDOM and result.points[layer].shared):
                 continue
             probe = probes[layer]
             rows += _metric_rows(probe, subject, "probe", probe.history, probe.best_epoch)
@@ -178,26 +182,27 @@ def write_markdown(path: Path, result: ModelProbes, report: dict, meta: dict) ->
     lines += [
         f"- classes: {', '.join(result.classes)} (validation: {report['samples']['val']} sequences, "
         f"training: {report['samples']['train']}; majority class {report['majority_baseline']:.3f})",
-        f"- best layer: **{layer_label(best)}**, accuracy **{report['best_accuracy']:.3f}**"
+        f"- best layer: **{layer_label(best)}** (`{result.hookpoint(best)}`), accuracy **{report['best_accuracy']:.3f}**"
         + (f", selectivity **{report['selectivity']:.3f}**" if report["selectivity"] is not None else ""),
         "",
         "## Per layer",
         "",
-        "Best validation accuracy of a linear probe per layer (`in` is the one-hot input). Control: the same probe "
+        "Best validation accuracy of a linear probe per layer (`in` is layer 0: the one-hot input of an MLP, the "
+        "embedding of a transformer; the hookpoint column names what each layer reads). Control: the same probe "
         "on shuffled labels; selectivity = accuracy - control. Twin: the untrained model (same architecture and "
         "initialization), what the architecture gives for free. Pattern vs none: how often the probe is right "
         "about whether the sequence has one of the patterns at all (the model's own task).",
         "",
-        "| layer | width | accuracy | final | best epoch | control | selectivity | twin | twin control | twin selectivity | pattern vs none |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| layer | hookpoint | width | accuracy | final | best epoch | control | selectivity | twin | twin control | "
+        "twin selectivity | pattern vs none |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    arch = result.spec.architecture
     for layer in result.layers:
         probe = result.trained[layer]
         twin = result.random.get(layer) if result.random is not None else None
-        width = arch.in_features if layer == 0 else arch.widths[layer - 1]
+        point = result.points[layer]
         lines.append(
-            f"| {layer_label(layer)} | {width} | {probe.accuracy:.3f} | {probe.final_accuracy:.3f} | {probe.best_epoch} | "
+            f"| {layer_label(layer)} | `{point.hookpoint}` | {point.width} | {probe.accuracy:.3f} | {probe.final_accuracy:.3f} | {probe.best_epoch} | "
             f"{_fmt(probe.control_accuracy)} | {_fmt(probe.selectivity)} | "
             f"{_fmt(twin.accuracy if twin else None)} | {_fmt(twin.control_accuracy if twin else None)} | "
             f"{_fmt(twin.selectivity if twin else None)} | {report['per_layer_detection_accuracy'][str(layer)]:.3f} |"
@@ -233,7 +238,8 @@ def write_model_report(out: str | Path, result: ModelProbes, config: ProbeConfig
         probe = result.trained[layer]
         common = {
             "layer": layer,
-            "site": config.site if layer > 0 else "input",
+            "hookpoint": result.hookpoint(layer),
+            "site": result.points[layer].site,
             "classes": list(result.classes),
             "architecture": result.spec.architecture.to_dict(),
         }

@@ -8,8 +8,8 @@ per-model summaries (accuracies per layer and class), never weights.
 
 The summary answers two questions:
 
-- readability: for each pattern, the first layer at which a probe reads it
-  (its one-vs-rest F1 reaches ``readable_threshold``), input included;
+- readability: for each pattern (and subject family), the first layer at which a probe
+  reads it (its one-vs-rest F1 reaches ``readable_threshold``), input included;
 - degradation: for the corrupted pattern of each degraded model, the probe's
   accuracy on that pattern per layer in the clean and the degraded model, beside
   both models' own output accuracy on it. If the degraded model's last hidden layer
@@ -29,14 +29,14 @@ from pathlib import Path
 
 import numpy as np
 
-from zoo.readers.probes.activations import cache_activations
+from zoo.readers.probes.activations import PROBED_FAMILIES, cache_activations, has_layer
 from zoo.readers.probes.config import ProbeConfig
 from zoo.readers.probes.data import LabelledData, ProbeError, Which, ZooRecords, batch_data, open_zoo, row_weights
 from zoo.readers.probes.png import Series, line_chart
 from zoo.readers.probes.probe import ModelProbes, ModelSpec, probe_model, probe_models
 from zoo.readers.probes.report import class_metrics, detection_accuracy, layer_label, write_model_report
 from zoo.runtime import torch_threads
-from zoo.subjects.families import require_family
+from zoo.subjects.families import get_family, require_family
 
 Log = Callable[[str], None]
 
@@ -45,7 +45,7 @@ Log = Callable[[str], None]
 
 
 def row_meta(zoo: ZooRecords, row: dict, which: Which, index: int | None = None) -> dict:
-    arch = require_family(row["architecture"], ("mlp",), "zoo probe")
+    arch = require_family(row["architecture"], PROBED_FAMILIES, "zoo probe")
     name = f"{row['example_id']} ({which})" if which == "degraded" else f"batch {row['batch_id']} (clean)"
     meta = {
         "name": name,
@@ -66,21 +66,19 @@ def row_spec(
     zoo: ZooRecords, row: dict, which: Which, config: ProbeConfig, index: int | None = None, data: LabelledData | None = None
 ) -> ModelSpec:
     """A record's clean or degraded model, its batch's labelled sequences and its untrained twin."""
-    from zoo.subjects.population import init_weights
-
-    arch = require_family(row["architecture"], ("mlp",), "zoo probe")
+    arch = require_family(row["architecture"], PROBED_FAMILIES, "zoo probe")
     if data is None:
         data = batch_data(
             zoo.config, row["batch_id"], list(config.splits), ambiguous=config.ambiguous, expect=list(row["patterns"])
         )
-    twin = init_weights(arch, int(row["init_seed"])) if config.random_twin else None
+    twin = get_family(arch.family).init_weights(arch, int(row["init_seed"])) if config.random_twin else None
     return ModelSpec(arch, row_weights(row, which), data, twin, row_meta(zoo, row, which, index))
 
 
 def zoo_layers(spec: ModelSpec, config: ProbeConfig) -> ModelSpec:
-    """Across a zoo, ``config.layers`` means "those of them a model has" (depths differ)."""
+    """Across a zoo, ``config.layers`` means "those of them a model has" (depths and families differ)."""
     if config.layers is not None:
-        spec.layers = [l for l in config.layers if l <= spec.architecture.n_layers]
+        spec.layers = [l for l in config.layers if has_layer(spec.architecture, l, config.site)]
     return spec
 
 
@@ -118,6 +116,7 @@ def model_summary(result: ModelProbes) -> dict:
         stats, _ = class_metrics(result.val_labels, probe.val_pred, len(result.classes))
         twin = result.random.get(layer) if result.random is not None else None
         layers[layer] = {
+            "hookpoint": result.hookpoint(layer),
             "accuracy": probe.accuracy,
             "control_accuracy": probe.control_accuracy,
             "random_accuracy": twin.accuracy if twin else None,
@@ -131,6 +130,7 @@ def model_summary(result: ModelProbes) -> dict:
         "example_id": meta["example_id"],
         "batch_id": meta["batch_id"],
         "architecture": meta["architecture"],
+        "family": result.spec.architecture.family,
         "depth": result.spec.architecture.n_layers,
         "patterns": meta["patterns"],
         "corrupted_pattern": meta["corrupted_pattern"],
@@ -286,23 +286,30 @@ def _mean(values) -> float | None:
 
 
 def readability(models: list[dict], threshold: float) -> tuple[list[dict], list[dict]]:
-    """Per (clean model, pattern): the first readable layer; and per pattern, the aggregate."""
+    """Per (clean model, pattern): the first readable layer; and per pattern and family, the aggregate.
+
+    Layer numbers mean different hookpoints in different families (``probes.csv`` names them),
+    so a mixed zoo's patterns are aggregated per family."""
     per_model, by_pattern = [], defaultdict(list)
     for m in models:
         for c, pattern in enumerate(m["patterns"]):
             f1 = {int(l): v["f1"][c] for l, v in m["layers"].items()}
             first = next((l for l in sorted(f1) if f1[l] is not None and not math.isnan(f1[l]) and f1[l] >= threshold), None)
-            item = {"batch_id": m["batch_id"], "pattern": pattern, "depth": m["depth"], "first_readable_layer": first}
+            item = {
+                "batch_id": m["batch_id"], "pattern": pattern, "family": m.get("family", "mlp"), "depth": m["depth"],
+                "first_readable_layer": first,
+            }
             item.update({f"f1_{layer_label(l)}": round(v, 6) for l, v in sorted(f1.items())})
             per_model.append(item)
-            by_pattern[pattern].append((first, m["depth"], f1))
+            by_pattern[(pattern, m.get("family", "mlp"))].append((first, m["depth"], f1))
     table = []
     max_layer = max((l for m in models for l in map(int, m["layers"])), default=0)
-    for pattern in sorted(by_pattern):
-        items = by_pattern[pattern]
+    for pattern, family in sorted(by_pattern):
+        items = by_pattern[(pattern, family)]
         firsts = [f for f, _, _ in items if f is not None]
         row = {
             "pattern": pattern,
+            "family": family,
             "models": len(items),
             "readable_at_input": round(sum(f == 0 for f, _, _ in items) / len(items), 4),
             "readable_somewhere": round(len(firsts) / len(items), 4),
@@ -365,7 +372,7 @@ def write_zoo_summary(out: Path, models: list[dict], config: ProbeConfig) -> dic
             per_layer_rows.append(
                 {
                     "which": m["which"], "example_id": m["example_id"], "batch_id": m["batch_id"],
-                    "architecture": m["architecture"], "layer": int(l), "accuracy": round(v["accuracy"], 6),
+                    "architecture": m["architecture"], "layer": int(l), "hookpoint": v.get("hookpoint"), "accuracy": round(v["accuracy"], 6),
                     "control_accuracy": v["control_accuracy"], "selectivity": None if sel is None else round(sel, 6),
                     "random_accuracy": v["random_accuracy"], "random_control_accuracy": v["random_control_accuracy"],
                     "detection_accuracy": round(v["detection_accuracy"], 6),
@@ -399,7 +406,11 @@ def write_zoo_summary(out: Path, models: list[dict], config: ProbeConfig) -> dic
     max_layer = max((int(l) for m in models for l in m["layers"]), default=0)
     x_labels = [layer_label(l) for l in range(max_layer + 1)]
     if table:
-        series = [Series(row["pattern"], [_nan(row[f"mean_f1_{x}"]) for x in x_labels]) for row in table]
+        mixed = len({row["family"] for row in table}) > 1
+        series = [
+            Series(f"{row['pattern']} ({row['family']})" if mixed else row["pattern"], [_nan(row[f"mean_f1_{x}"]) for x in x_labels])
+            for row in table
+        ]
         line_chart(
             out / "readability.png", series, x_labels,
             title="pattern readability (clean models)", x_title="layer", y_title="mean probe F1",
@@ -439,15 +450,17 @@ def write_zoo_markdown(
         "## Where each pattern becomes linearly readable",
         "",
         f"A pattern is readable at a layer when its probe's one-vs-rest F1 reaches {config.readable_threshold} "
-        "(`in` is the one-hot input). Mean F1 per layer over the clean models that have the pattern.",
+        "(`in` is layer 0: an MLP's one-hot input, a transformer's embedding). Mean F1 per layer over the clean "
+        "models of a family that have the pattern. Layer numbers name different hookpoints in different families "
+        "(`probes.csv` has each layer's hookpoint).",
         "",
-        "| pattern | models | readable at input | readable somewhere | median first layer | "
+        "| pattern | family | models | readable at input | readable somewhere | median first layer | "
         + " | ".join(f"F1 {x}" for x in x_labels) + " |",
-        "|---" * (5 + len(x_labels)) + "|",
+        "|---" * (6 + len(x_labels)) + "|",
     ]
     for row in table:
         lines.append(
-            f"| {row['pattern']} | {row['models']} | {f(row['readable_at_input'])} | {f(row['readable_somewhere'])} | "
+            f"| {row['pattern']} | {row['family']} | {row['models']} | {f(row['readable_at_input'])} | {f(row['readable_somewhere'])} | "
             f"{f(row['median_first_layer'])} | " + " | ".join(f(row[f'mean_f1_{x}']) for x in x_labels) + " |"
         )
     lines += ["", "![readability](readability.png)", ""]

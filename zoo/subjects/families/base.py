@@ -164,6 +164,15 @@ class Family(ABC):
         """Train every job; returns groups with ``indices``, ``population`` and ``result.epochs``."""
 
     @abstractmethod
+    def population(self, architectures: list, weights: list[np.ndarray], device: torch.device | str = "cpu") -> Any:
+        """Existing models as one population (what ``train`` returns, without training): ``weights`` are flat,
+        laid out as each architecture says. The models must share a ``population_key``."""
+
+    @abstractmethod
+    def population_key(self, architecture: Any) -> tuple:
+        """Models with equal keys can share one population (e.g. one input size, one feed-forward kind)."""
+
+    @abstractmethod
     def logits(self, population: Any, tokens: torch.Tensor) -> torch.Tensor:
         """``tokens [N, B, L]`` (each model its own inputs) -> ``[N, B]`` logits."""
 

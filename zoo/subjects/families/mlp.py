@@ -154,6 +154,14 @@ class MLPFamily(Family):
 
         return train_subjects(jobs, config, device, epochs=epochs)
 
+    def population(self, architectures: list, weights: list[np.ndarray], device: torch.device | str = "cpu"):
+        from zoo.subjects.population import from_weights
+
+        return from_weights(list(architectures), [np.asarray(w, dtype=np.float32) for w in weights], device)
+
+    def population_key(self, architecture: Architecture) -> tuple:
+        return (architecture.in_features,)
+
     def logits(self, population, tokens: torch.Tensor) -> torch.Tensor:
         from zoo.subjects.population import logits, one_hot_inputs
 

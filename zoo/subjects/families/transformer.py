@@ -302,6 +302,14 @@ class TransformerFamily(Family):
 
         return train_subjects(jobs, config, device, epochs=epochs)
 
+    def population(self, architectures: list, weights: list[np.ndarray], device: torch.device | str = "cpu"):
+        from zoo.subjects.transformer_population import from_weights
+
+        return from_weights(list(architectures), [np.asarray(w, dtype=np.float32) for w in weights], device)
+
+    def population_key(self, architecture: Architecture) -> tuple:
+        return (architecture.ffn, architecture.bias, architecture.vocab_size, architecture.seq_len)
+
     def logits(self, population, tokens: torch.Tensor) -> torch.Tensor:
         from zoo.subjects.transformer_population import logits
 
