@@ -76,23 +76,22 @@ def run(config, out):
 
 @pytest.fixture(scope="module")
 def local(make_config, tmp_path_factory):
-    """The tiny zoo generated to a local folder, in-process: the reference, and its wall time."""
+    """The tiny zoo generated to a local folder, in-process: ``(config, folder, content hash)``, the reference.
+
+    (How long S3 takes against this is a benchmark, ``python -m zoo.bench_storage``, not a test.)"""
     config = make_config(runtime={"workers": 0})
-    run(config, tmp_path_factory.mktemp("warm") / "zoo")  # imports and first-call costs out of the timing
     out = tmp_path_factory.mktemp("local") / "zoo"
-    start = time.perf_counter()
     run(config, out)
-    return config, out, time.perf_counter() - start, content_hash(read_records(out))
+    return config, out, content_hash(read_records(out))
 
 
 @pytest.fixture(scope="module")
 def s3_zoo(s3, local):
-    """The same zoo generated in-process straight to ``s3://``, and its wall time."""
+    """The same zoo generated in-process straight to ``s3://``: its URI."""
     config = local[0]
     uri = f"s3://{BUCKET}/tiny-in-process"
-    start = time.perf_counter()
     run(config, uri)
-    return uri, time.perf_counter() - start
+    return uri
 
 
 # ---------------------------------------------------------------- storage
@@ -122,8 +121,8 @@ def test_uris_resolve_to_a_filesystem_and_a_root(tmp_path, s3):
 
 
 def test_the_tiny_zoo_on_s3_reads_back_everywhere_equal_to_a_local_run(s3, local, s3_zoo, ray_session):
-    _, _, _, expected = local
-    uri, _ = s3_zoo
+    _, _, expected = local
+    uri = s3_zoo
     prefix = uri.removeprefix(f"s3://{BUCKET}/")
     stored = keys(s3, prefix)
     assert "manifest.jsonl" not in stored  # the object layout: no appends on S3
@@ -141,15 +140,8 @@ def test_the_tiny_zoo_on_s3_reads_back_everywhere_equal_to_a_local_run(s3, local
     assert opened.probe_set.hash and opened.signature_stats
 
 
-def test_s3_takes_at_most_1_5x_the_local_time(local, s3_zoo):
-    _, _, local_seconds, _ = local
-    _, s3_seconds = s3_zoo
-    print(f"tiny zoo: local {local_seconds:.2f} s, s3 (moto on loopback) {s3_seconds:.2f} s, {s3_seconds / local_seconds:.2f}x")
-    assert s3_seconds <= 1.5 * local_seconds + 0.25  # 0.25 s: slack for a shared 2-core machine
-
-
 def test_ray_workers_write_shards_straight_to_s3(s3, local, ray_session):
-    config, _, _, expected = local
+    config, _, expected = local
     uri = f"s3://{BUCKET}/tiny-ray"
     summary = run(config.model_copy(update={"runtime": config.runtime.model_copy(update={"workers": 2})}), uri)
     assert summary.batches == config.batches and summary.workers == 2
@@ -174,7 +166,7 @@ def test_the_cli_generates_verifies_and_inspects_on_s3(s3, zoo_yaml, capsys):
 
 def test_a_rerun_on_s3_writes_nothing(s3, local, s3_zoo):
     config = local[0]
-    uri, _ = s3_zoo
+    uri = s3_zoo
     prefix = uri.removeprefix(f"s3://{BUCKET}/")
 
     def etags():
@@ -187,7 +179,7 @@ def test_a_rerun_on_s3_writes_nothing(s3, local, s3_zoo):
 
 
 def test_damage_on_s3_is_healed_by_a_rerun_and_never_deletes_a_shard(s3, local):
-    config, _, _, expected = local
+    config, _, expected = local
     uri = f"s3://{BUCKET}/tiny-damaged"
     prefix = uri.removeprefix(f"s3://{BUCKET}/")
     run(config, uri)
@@ -213,7 +205,7 @@ def test_damage_on_s3_is_healed_by_a_rerun_and_never_deletes_a_shard(s3, local):
 
 def test_a_zoo_of_the_line_layout_copied_to_s3_reads_and_resumes(s3, local):
     """Zoos written by the current layout (``manifest.jsonl``) keep reading, on S3 too."""
-    config, out, _, expected = local
+    config, out, expected = local
     uri = f"s3://{BUCKET}/tiny-copied"
     prefix = uri.removeprefix(f"s3://{BUCKET}/")
     lines = (out / "manifest.jsonl").read_text().splitlines(keepends=True)
@@ -230,7 +222,7 @@ def test_two_racing_drivers_on_s3_lose_duplicate_and_half_list_nothing(s3, local
     """No lock on object storage: two drivers of one zoo at once write the same shard and entry objects."""
     import threading
 
-    config, _, _, expected = local
+    config, _, expected = local
     uri = f"s3://{BUCKET}/tiny-race"
     prefix = uri.removeprefix(f"s3://{BUCKET}/")
     errors = []
