@@ -220,6 +220,7 @@ def test_first_layer_gather_agrees_with_the_one_hot_bmm(monkeypatch):
     by the one-hot matrix: the same sums in another order, so the weights agree within 1e-5
     (and the epochs run are the same), not bit for bit."""
     jobs = make_jobs() + make_jobs(seed=1)
+    monkeypatch.setattr(fit, "FIRST_LAYER", "gather")
     gathered = train_weights(jobs)
     monkeypatch.setattr(fit, "FIRST_LAYER", "bmm")
     multiplied = train_weights(jobs)

@@ -150,8 +150,10 @@ def run_bench(
     ``peer`` ``vmap`` also trains every model with the ``torch.func`` ensemble
     (``zoo.subjects.vmap_peer``), in the same turns.
     """
-    if peer is not None and (peer not in PEERS or family != "mlp"):
-        raise BenchError(f"bench: --peer must be one of {', '.join(PEERS)} (MLP family only), got {peer!r}")
+    if peer is not None and peer not in PEERS:
+        raise BenchError(f"bench: --peer must be one of {', '.join(PEERS)}, got {peer!r}")
+    if peer is not None and family != "mlp":
+        raise BenchError(f"bench: --peer {peer} runs with the MLP family only, not --family {family}")
     if models < 1:
         raise BenchError("bench: --models must be at least 1")
     reference_models = models if reference_models is None else reference_models

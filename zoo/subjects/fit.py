@@ -13,8 +13,10 @@ than carried at learning rate 0 until the last one stops.
 Where the time goes (one CPU core, a 32-model population of one depth, batch 64):
 over a third in ``bmm``, at about 75% of the core's fp32 peak at these shapes; the
 rest in the activation passes (one op per run of models that share an activation;
-exact ``gelu`` and its backward cost 0.5 and 1 ns per element here), the per-sample
-gathers and Adam.
+exact ``gelu`` and its backward cost 0.5 and 1 ns per element here), the epoch's data
+order and Adam. ``zoo bench`` reports the population at about a third of its limit (the
+time its ``bmm`` calls alone would take; ``MATMULS`` counts them); what was tried to close
+the gap is in ``docs/results/2026-12-04-trainer-speed.md``.
 """
 
 from __future__ import annotations
@@ -34,17 +36,20 @@ from zoo.subjects.population import (
 
 PopulationAdam = StackedAdam  # the name this module gave it first; Adam itself lives in zoo.optim
 
-# How the first layer's forward pass reads its one-hot inputs. "gather": each sample's
-# pre-activation is the sum of the weight rows of its tokens and the bias row (one
-# ``embedding_bag``: 8 rows added instead of a 50-long dot product per unit, 3x faster
-# at 7 tokens x 7 letters). "bmm": the one-hot matrix times the weights, the arithmetic
-# before 2026-12-04, kept so a test pins the two together (they differ by float rounding).
-# The first layer's weight gradient stays a ``bmm`` either way: an ``index_add`` of the
-# gradient rows measured 2.3x slower than the one-hot ``bmm`` at these shapes.
+# How the first layer's forward pass reads its one-hot inputs. "bmm" (the default): the
+# one-hot matrix times the weights. "gather": each sample's pre-activation is the sum of
+# the weight rows of its tokens and the bias row (one ``embedding_bag``: 8 rows added
+# instead of a 50-long dot product per unit). The op alone is 3x faster at 7 tokens x 7
+# letters, but a training epoch on one CPU core was no faster: the ``bmm`` it removes is a
+# small share of a step, and the row indices' gather and copy cost about what it saves
+# (docs/results/2026-12-04-trainer-speed.md). The two agree within float rounding (a test
+# pins them within 1e-5). The first layer's weight gradient is a ``bmm`` either way: an
+# ``index_add`` of the gradient rows measured 2.3x slower than the one-hot ``bmm``.
 FIRST_LAYER = "bmm"
 
-# When a Counter, the trainer counts every ``bmm`` it issues: ``(models, m, k, n)`` -> calls,
-# for an ``[models, m, k] x [models, k, n]`` product (``zoo bench`` turns it into the trainer's limit).
+# When a Counter, the trainer counts every ``bmm`` and ``baddbmm`` it issues, training and
+# validation: ``(models, m, k, n)`` -> calls, for an ``[models, m, k] x [models, k, n]``
+# product (``zoo bench`` turns them into the trainer's limit).
 MATMULS: Counter | None = None
 
 
@@ -80,7 +85,6 @@ class StepBuffers:
         n, width, depth = pop.size, pop.max_width, pop.n_layers
         new = dict(dtype=flat.dtype, device=flat.device)
         self.pop = pop
-        self.batch = batch
         self.gather = gather
         self.weights = pop.augmented(flat)
         self.w_units = [w[:, :-1] for w in self.weights]  # [N, H_in, H_out]: a block's weights
