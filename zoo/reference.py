@@ -292,7 +292,7 @@ def render_records() -> str:
             elif not old.field(field.name).type.equals(field.type):
                 changes.append(f"- `{field.name}`: `{_cell(type_text(old.field(field.name).type))}`")
         changes += [f"- `{name}`: only in version {version}" for name in old.names if name not in schema.names]
-        lines += ["", f"## Schema version {version}", "", f"Read and upgraded on the fly (`upgrade_table`); it differs in:", ""]
+        lines += ["", f"## Schema version {version}", "", "Read and upgraded on the fly (`upgrade_table`); it differs in:", ""]
         lines += changes or ["- nothing"]
     lines.append("")
     return "\n".join(lines)

@@ -13,10 +13,12 @@ than carried at learning rate 0 until the last one stops.
 Where the time goes (one CPU core, a 32-model population of one depth, batch 64):
 over a third in ``bmm``, at about 75% of the core's fp32 peak at these shapes; the
 rest in the activation passes (one op per run of models that share an activation;
-exact ``gelu`` and its backward cost 0.5 and 1 ns per element here), the epoch's data
-order and Adam. ``zoo bench`` reports the population at about a third of its limit (the
-time its ``bmm`` calls alone would take; ``MATMULS`` counts them); what was tried to close
-the gap is in ``docs/results/2026-12-04-trainer-speed.md``.
+exact ``gelu`` and its backward cost 0.5 and 1 ns per element here), the per-sample
+gathers and Adam. ``zoo bench`` reports the population at about a third of its limit (the
+time its ``bmm`` calls alone would take; ``MATMULS`` counts them). Levers that reorder the
+arithmetic were measured and left out: float differences of 1e-7 grow over an epoch's
+steps into different trained models, so records would change
+(``docs/results/2026-12-04-trainer-speed.md``).
 """
 
 from __future__ import annotations
@@ -36,20 +38,9 @@ from zoo.subjects.population import (
 
 PopulationAdam = StackedAdam  # the name this module gave it first; Adam itself lives in zoo.optim
 
-# How the first layer's forward pass reads its one-hot inputs. "bmm" (the default): the
-# one-hot matrix times the weights. "gather": each sample's pre-activation is the sum of
-# the weight rows of its tokens and the bias row (one ``embedding_bag``: 8 rows added
-# instead of a 50-long dot product per unit). The op alone is 3x faster at 7 tokens x 7
-# letters, but a training epoch on one CPU core was no faster: the ``bmm`` it removes is a
-# small share of a step, and the row indices' gather and copy cost about what it saves
-# (docs/results/2026-12-04-trainer-speed.md). The two agree within float rounding (a test
-# pins them within 1e-5). The first layer's weight gradient is a ``bmm`` either way: an
-# ``index_add`` of the gradient rows measured 2.3x slower than the one-hot ``bmm``.
-FIRST_LAYER = "bmm"
-
-# When a Counter, the trainer counts every ``bmm`` and ``baddbmm`` it issues, training and
-# validation: ``(models, m, k, n)`` -> calls, for an ``[models, m, k] x [models, k, n]``
-# product (``zoo bench`` turns them into the trainer's limit).
+# When a Counter, the trainer counts every ``bmm`` it issues, training and validation:
+# ``(models, m, k, n)`` -> calls, for an ``[models, m, k] x [models, k, n]`` product
+# (``zoo bench`` turns them into the trainer's limit).
 MATMULS: Counter | None = None
 
 
@@ -72,42 +63,35 @@ class TrainResult:
 class StepBuffers:
     """Every tensor one training step writes, and every view of them it reads, for one batch size.
 
-    Every activation buffer is a contiguous ``[N, B, H]`` tensor: an elementwise pass over
-    a strided view (the ``[N, B, H]`` units of an ``[N, B, H + 1]`` buffer ending in a
-    constant 1) ran 2.7x slower here. So the first layer takes its bias from the inputs'
-    constant 1 (or the gather's bias row), deeper layers add theirs in ``baddbmm``, and a
-    deeper layer's bias gradient is a sum over the batch beside its weights' ``bmm``.
+    Hidden post-activations live in ``[N, B, H + 1]`` buffers whose last feature is a
+    constant 1 (written once), so one ``bmm`` applies a layer's weights and bias and one
+    ``bmm`` gives both gradients.
     """
 
-    def __init__(self, pop: Population, flat: torch.Tensor, batch: int, gather: bool = False) -> None:
-        """``flat`` is the parameter (or the padded store of ``_Run``, whose row is a whole number
-        of first-layer rows); ``gather`` takes the first layer's forward pass from ``feature_rows``."""
+    def __init__(self, pop: Population, flat: torch.Tensor, batch: int) -> None:
         n, width, depth = pop.size, pop.max_width, pop.n_layers
         new = dict(dtype=flat.dtype, device=flat.device)
         self.pop = pop
-        self.gather = gather
         self.weights = pop.augmented(flat)
-        self.w_units = [w[:, :-1] for w in self.weights]  # [N, H_in, H_out]: a block's weights
-        self.w_bias = [w[:, -1:] for w in self.weights]  # [N, 1, H_out]: its bias
-        self.w_head_units = self.w_units[-1].transpose(1, 2)  # [N, 1, H]
-        self.b_head = self.w_bias[-1][:, :, 0]  # [N, 1]
-        self.w_back = [w.transpose(1, 2) for w in self.w_units[:-1]]  # [N, H_out, H_in]
-        self.x = torch.empty(n, batch, self.weights[0].shape[1], **new)  # one-hot, widened from bytes
+        self.w_head = self.weights[-1].transpose(1, 2)  # [N, 1, H + 1]
+        self.w_head_units = self.weights[-1][:, :-1].transpose(1, 2)  # [N, 1, H]
+        self.w_back = [w[:, :-1].transpose(1, 2) for w in self.weights[:-1]]  # [N, H_out, H_in]
+        self.x = torch.empty(n, batch, self.weights[0].shape[1], **new)
+        # one-hot rows are gathered as bytes, a quarter of the memory traffic, then widened
+        self.x_bytes = torch.empty(n * batch, self.x.shape[2], dtype=torch.uint8, device=flat.device)
         self.pre = [torch.empty(n, batch, width, **new) for _ in range(depth)]
-        self.units = [torch.empty(n, batch, width, **new) for _ in range(depth)]
+        self.post = [torch.empty(n, batch, width + 1, **new) for _ in range(depth)]
+        for post in self.post:
+            post[..., -1] = 1.0
+        self.units = [post[..., :-1] for post in self.post]
         self.g_pre = [torch.empty(n, batch, width, **new) for _ in range(depth)]
         self.g_post = [torch.empty(n, batch, width, **new) for _ in range(depth)]
-        self.grad = torch.zeros_like(flat)  # a padded store's tail is never written: it stays 0
-        blocks = pop.blocks
+        self.grad = torch.empty_like(flat)
+        self.wgrad = [torch.empty(n, b.fan_in + 1, b.fan_out, **new) for b in pop.blocks[:-1]]
         # bmm into a strided view runs one gemm per model: it is 2x faster to copy afterwards
-        self.wgrad = [torch.empty(n, blocks[0].fan_in + 1, width, **new)]
-        self.wgrad += [torch.empty(n, b.fan_in, b.fan_out, **new) for b in blocks[1:-1]]
-        grad_blocks = pop.augmented(self.grad)
-        self.wgrad_in_grad = [grad_blocks[0], *(g[:, :-1] for g in grad_blocks[1:-1])]
-        self.bias_grad = [None, *(g[:, -1] for g in grad_blocks[1:-1])]  # [N, H_out]
-        self.head_grad_units = grad_blocks[-1][:, :-1, 0]  # [N, H]
-        self.head_grad_bias = grad_blocks[-1][:, -1]  # [N, 1]
-        self.inputs_t = [self.x.transpose(1, 2), *(u.transpose(1, 2) for u in self.units[:-1])]
+        self.wgrad_in_grad = [self.grad[:, b.w_offset : b.end].view_as(w) for b, w in zip(pop.blocks, self.wgrad)]
+        self.head_grad = self.grad[:, pop.blocks[-1].w_offset : pop.blocks[-1].end]
+        self.inputs_t = [self.x.transpose(1, 2), *(p.transpose(1, 2) for p in self.post[:-1])]
         self.segment_views = [
             [
                 (seg.activation, *(t[seg.start : seg.end] for t in (
@@ -121,55 +105,29 @@ class StepBuffers:
             if mask is not None else []
             for layer, mask in enumerate(pop.width_mask)
         ]
-        if gather:  # the first block as ``[N * rows, width]`` rows, and the step's row indices
-            rows = flat.shape[1] // width
-            self.w_rows = torch.as_strided(flat, (n * rows, width), (width, 1))
-            self.feature_rows = torch.empty(n * batch, pop.architectures[0].seq_len + 1, dtype=torch.int32, device=flat.device)
-            per_bag = self.feature_rows.shape[1]
-            self.bag_offsets = torch.arange(0, n * batch * per_bag, per_bag, dtype=torch.int32, device=flat.device)
-            self.bag_scratch = [torch.empty(0, dtype=torch.int32, device=flat.device) for _ in range(3)]
-        dims = [(b.fan_in + 1, b.fan_out) for b in blocks[:-1]]
-        self.matmuls = [] if gather else [(n, batch, *dims[0])]
-        self.matmuls += [(n, batch, k - 1, m) for k, m in dims[1:]]  # baddbmm
-        self.matmuls += [(n, dims[0][0], batch, dims[0][1])]  # weight gradients
-        self.matmuls += [(n, k - 1, batch, m) for k, m in dims[1:]]
-        self.matmuls += [(n, batch, m, k - 1) for k, m in dims[1:]]  # input gradients
 
     def forward(self) -> torch.Tensor:
-        """Logits ``[N, B]`` of the inputs in ``self.x``; fills ``pre`` and ``units``."""
-        for layer in range(self.pop.n_layers):
-            if layer > 0:
-                torch.baddbmm(self.w_bias[layer], self.units[layer - 1], self.w_units[layer], out=self.pre[layer])
-            elif self.gather:
-                torch.ops.aten._embedding_bag_forward_only.out(
-                    self.w_rows, self.feature_rows.view(-1), self.bag_offsets, False, 0, False, None, False, -1,
-                    out0=self.pre[0].view(-1, self.pre[0].shape[2]), out1=self.bag_scratch[0],
-                    out2=self.bag_scratch[1], out3=self.bag_scratch[2],
-                )  # fmt: skip
-            else:
-                torch.bmm(self.x, self.weights[0], out=self.pre[0])
+        """Logits ``[N, B]`` of the inputs in ``self.x``; fills ``pre`` and ``post``."""
+        h = self.x
+        for layer, w in enumerate(self.weights[:-1]):
+            torch.bmm(h, w, out=self.pre[layer])
             for name, pre, units, _, _ in self.segment_views[layer]:
                 activate(name, pre, out=units)
             for units, mask in self.sigmoid_masks[layer]:
                 units.mul_(mask)
-        out = None
-        for layer, mask in self.pop.exits:
-            w = self.w_head_units if mask is None else self.w_head_units * mask
-            term = (self.units[layer] * w).sum(-1)
-            out = term if out is None else out + term
-        return out + self.b_head
+            h = self.post[layer]
+        return head_logits(self.pop, self.post, self.w_head)
 
     def gradients(self, y: torch.Tensor) -> torch.Tensor:
         """Gradient ``[N, P]`` of each model's mean BCE-with-logits loss on the batch in ``self.x``."""
         pop, top = self.pop, self.pop.n_layers - 1
         g_out = (torch.sigmoid(self.forward()) - y).mul_(1.0 / y.shape[1]).unsqueeze(-1)
-        self.head_grad_units.zero_()
-        torch.sum(g_out, 1, out=self.head_grad_bias)
+        self.head_grad.zero_()
         for layer in range(top, -1, -1):
             mask = pop.exit_masks.get(layer, False)
             if mask is not False:  # models that end here: the head's gradient, and the head's input gradient
-                g = (self.units[layer] * g_out).sum(1)
-                self.head_grad_units.add_(g if mask is None else g * mask[:, 0])
+                g = (self.post[layer] * g_out).sum(1)
+                self.head_grad.add_(g if mask is None else g * mask[:, 0])
                 w = self.w_head_units if mask is None else self.w_head_units * mask
                 if layer == top:
                     torch.mul(g_out, w, out=self.g_post[layer])
@@ -180,9 +138,18 @@ class StepBuffers:
             torch.bmm(self.inputs_t[layer], self.g_pre[layer], out=self.wgrad[layer])
             self.wgrad_in_grad[layer].copy_(self.wgrad[layer])
             if layer > 0:
-                torch.sum(self.g_pre[layer], 1, out=self.bias_grad[layer])
                 torch.bmm(self.g_pre[layer], self.w_back[layer], out=self.g_post[layer - 1])
         return self.grad
+
+
+def _step_matmuls(pop: Population, batch: int) -> list[tuple[int, int, int, int]]:
+    """The ``bmm`` shapes of one training step (``StepBuffers.gradients``): per hidden layer the
+    forward product and the weight gradient, and below the top layer the input gradient."""
+    n, blocks = pop.size, pop.blocks[:-1]
+    shapes = [(n, batch, b.fan_in + 1, b.fan_out) for b in blocks]
+    shapes += [(n, b.fan_in + 1, batch, b.fan_out) for b in blocks]
+    shapes += [(n, batch, b.fan_out, b.fan_in) for b in blocks[1:]]
+    return shapes
 
 
 def bce_per_model(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -205,78 +172,50 @@ class _Run:
 
     def __init__(self, pop: Population, data: TrainData, lr: np.ndarray | list[float], order_seeds) -> None:
         n, device = pop.size, pop.device
+        self.pop = pop
         self.data = TrainData(_as_bytes(data.x_train), data.y_train, data.x_val, data.y_val)
-        self.local_rows = _feature_rows(self.data.x_train, pop) if FIRST_LAYER == "gather" else None
         self.ids = torch.arange(n, device=device)
         self.order_seeds = np.asarray(order_seeds, dtype=np.uint64)
         self.lr = torch.as_tensor(np.asarray(lr, dtype=np.float32), device=device)[:, None]
-        self._adopt(pop)
+        self.adam = StackedAdam(pop.flat)
         self.best_flat = pop.flat.clone()
         self.best_loss = torch.full((n,), float("inf"), device=device)
         self.bad_epochs = torch.zeros(n, dtype=torch.long, device=device)
         self.active = torch.ones(n, dtype=torch.bool, device=device)
         self.epochs_run = torch.zeros(n, dtype=torch.long, device=device)
+        self.buffers: dict[int, StepBuffers] = {}
         self.final_epochs = torch.zeros(n, dtype=torch.long, device=device)
         self.final_loss = torch.full((n,), float("inf"), device=device)
 
-    def _adopt(self, pop: Population, m=None, v=None, steps=None) -> None:
-        """Train ``pop``'s models from a store whose rows are padded to a whole number of
-        first-layer rows, so the first block of every model is one ``[N * rows, width]`` view
-        (the gather's table); Adam steps the whole store (the tail's gradient is always 0)."""
-        n, used = pop.size, pop.blocks[-1].end
-        width = pop.blocks[0].fan_out
-        row = -(-used // width) * width
-
-        def padded(t: torch.Tensor | None) -> torch.Tensor:
-            out = pop.flat.new_zeros(n, row)
-            if t is not None:
-                out[:, :used] = t
-            return out
-
-        self.store = padded(pop.flat)
-        self.pop = Population(pop.architectures, self.store[:, :used])
-        self.adam = StackedAdam(self.store, None if m is None else padded(m), None if v is None else padded(v), steps)
-        self.buffers: dict[int, StepBuffers] = {}
-        self.rows = None
-        if self.local_rows is not None:  # global rows of the table: model i's rows start at i * row / width
-            first = torch.arange(n, dtype=torch.int32, device=pop.device)[:, None, None] * (row // width)
-            self.rows = (self.local_rows + first).view(-1, self.local_rows.shape[2])  # int32: 6x faster to gather
-
     def train_epoch(self, epoch: int, config: TrainingConfig) -> None:
-        pop, flat, data = self.pop, self.store, self.data
+        pop, flat, data = self.pop, self.pop.flat, self.data
         n, s = data.y_train.shape
         dim = data.x_train.shape[2]
         x_rows, y_rows = data.x_train.reshape(n * s, dim), data.y_train.reshape(n * s)
         rows = torch.from_numpy(epoch_order(self.order_seeds, epoch, s)).to(pop.device)
-        rows = (rows + torch.arange(n, device=pop.device)[:, None] * s).view(-1)
-        # each model's data in this epoch's order, gathered once: a step reads a slice of it
-        x_epoch = x_rows.index_select(0, rows).view(n, s, dim)
-        y_epoch = y_rows.index_select(0, rows).view(n, s)
-        features = None if self.rows is None else self.rows.index_select(0, rows).view(n, s, -1)
+        rows += torch.arange(n, device=pop.device)[:, None] * s
         step_lr = self.lr * self.active[:, None]
         for start in range(0, s, config.batch_size):
-            stop = min(start + config.batch_size, s)
-            size = stop - start
+            batch = rows[:, start : start + config.batch_size].reshape(-1)
+            size = batch.numel() // n
             if size not in self.buffers:  # the last batch of an epoch may be smaller
-                self.buffers[size] = StepBuffers(pop, flat, size, gather=self.rows is not None)
+                self.buffers[size] = StepBuffers(pop, flat, size)
             step = self.buffers[size]
-            step.x.copy_(x_epoch[:, start:stop])
-            if step.gather:
-                step.feature_rows.view(n, size, -1).copy_(features[:, start:stop])
             if MATMULS is not None:
-                MATMULS.update(step.matmuls)
-            g = step.gradients(y_epoch[:, start:stop])
+                MATMULS.update(_step_matmuls(pop, size))
+            step.x.view(-1, dim).copy_(torch.index_select(x_rows, 0, batch, out=step.x_bytes))
+            g = step.gradients(y_rows.index_select(0, batch).view(n, size))
             if config.weight_decay:
                 g.add_(flat, alpha=config.weight_decay)
             self.adam.step(g, step_lr)
 
     def validate(self, config: TrainingConfig) -> None:
         """Early stopping: keep each model's best weights, stop it after ``patience`` epochs without gain."""
+        if MATMULS is not None:
+            samples = self.data.x_val.shape[1]
+            MATMULS.update((self.pop.size, samples, b.fan_in + 1, b.fan_out) for b in self.pop.blocks[:-1])
         with torch.no_grad():
             val = bce_per_model(forward(self.pop, self.data.x_val)[0], self.data.y_val)
-        if MATMULS is not None:
-            n, samples = self.data.y_val.shape
-            MATMULS.update((n, samples, b.fan_in + 1, b.fan_out) for b in self.pop.blocks[:-1])
         self.epochs_run += self.active
         improved = (val < self.best_loss - config.min_delta) & self.active
         self.best_loss = torch.where(improved, val, self.best_loss)
@@ -295,34 +234,14 @@ class _Run:
         """Retire the stopped models and go on with the others as a population of their own."""
         self.retire(out, ~self.active)
         keep = self.active.nonzero().squeeze(1)
-        used = self.pop.blocks[-1].end
-        pop, (m, v, self.best_flat) = subset(
-            self.pop, keep, self.adam.m[:, :used], self.adam.v[:, :used], self.best_flat)
+        self.pop, (m, v, self.best_flat) = subset(self.pop, keep, self.adam.m, self.adam.v, self.best_flat)
+        self.adam = StackedAdam(self.pop.flat, m, v, self.adam.steps)
         self.data = TrainData(*(t[keep] for t in (
             self.data.x_train, self.data.y_train, self.data.x_val, self.data.y_val)))
-        if self.local_rows is not None:
-            self.local_rows = self.local_rows[keep]
-        self._adopt(pop, m, v, self.adam.steps)
         self.order_seeds = self.order_seeds[keep.cpu().numpy()]
         for name in ("ids", "lr", "best_loss", "bad_epochs", "active", "epochs_run"):
             setattr(self, name, getattr(self, name)[keep])
-
-
-def _feature_rows(x_bytes: torch.Tensor, pop: Population) -> torch.Tensor | None:
-    """``[N, S, L + 1]``: each training sample's one-hot features (row ``l * vocab + token`` of
-    the first block per position) and the bias row; None where the inputs are not one token
-    per position and a constant 1 (the first layer then stays a ``bmm``)."""
-    arch = pop.architectures[0]
-    vocab, length = arch.vocab_size, arch.seq_len
-    n, s, dim = x_bytes.shape
-    if dim != vocab * length + 1:
-        return None
-    one_hot = x_bytes[..., :-1].view(n, s, length, vocab)
-    if not (bool((one_hot.sum(-1, dtype=torch.int32) == 1).all()) and bool((x_bytes[..., -1] == 1).all())):
-        return None
-    features = (one_hot.argmax(-1) + torch.arange(length, device=x_bytes.device) * vocab).int()
-    bias = torch.full((n, s, 1), vocab * length, dtype=features.dtype, device=x_bytes.device)
-    return torch.cat([features, bias], -1)
+        self.buffers = {}
 
 
 def _as_bytes(one_hot: torch.Tensor) -> torch.Tensor:
