@@ -229,6 +229,23 @@ def _run_bench(config: ZooConfig, models: int, progress: bool, reference_models:
             population_turn()  # again after the others' turns: a load that changed meanwhile weighs on it too
 
     both = slice(0, reference_models)
+    return bench_result(
+        plans, models, reference_models, device, threads, flops,
+        (population_seconds, population_logits), (reference_seconds, reference_logits),
+        matmul_limit_seconds=limit,
+        population_share_of_limit=limit / population_seconds,
+        vmap_seconds=vmap_seconds if peer else None,
+        vmap_models_per_s=models / vmap_seconds if peer else None,
+        vmap_accuracy=_benchmark_accuracy(plans[both], vmap_logits[both]) if peer else None,
+    )
+
+
+def bench_result(plans, models: int, reference_models: int, device, threads: int, flops: float,
+                 population: tuple[float, np.ndarray], reference: tuple[float, np.ndarray], **extra) -> BenchResult:
+    """The figures both families' benches report: ``population`` and ``reference`` are
+    ``(seconds, benchmark logits [models, samples])``; accuracies over the models both trained."""
+    (population_seconds, population_logits), (reference_seconds, reference_logits) = population, reference
+    both = slice(0, reference_models)
     return BenchResult(
         models=models,
         reference_models=reference_models,
@@ -243,11 +260,7 @@ def _run_bench(config: ZooConfig, models: int, progress: bool, reference_models:
         reference_accuracy=_benchmark_accuracy(plans[both], reference_logits[both]),
         train_gflop_per_s=flops / population_seconds / 1e9,
         matmul_peak_gflop_per_s=matmul_peak(device),
-        matmul_limit_seconds=limit,
-        population_share_of_limit=limit / population_seconds,
-        vmap_seconds=vmap_seconds if peer else None,
-        vmap_models_per_s=models / vmap_seconds if peer else None,
-        vmap_accuracy=_benchmark_accuracy(plans[both], vmap_logits[both]) if peer else None,
+        **extra,
     )
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from rich.progress import Progress
 
-from zoo.bench import BenchError, BenchResult, _benchmark_accuracy, _sync, matmul_peak
+from zoo.bench import BenchError, BenchResult, _sync, bench_result
 from zoo.config import ZooConfig
 from zoo.factory.plan import clean_job, plan_batch
 from zoo.runtime import resolve_device
@@ -81,19 +81,7 @@ def run_transformer_bench(config: ZooConfig, models: int, progress: bool, refere
                 reference_logits[i] = reference(i)
                 bar.advance(task)
             reference_seconds += time.perf_counter() - start
-    both = slice(0, reference_models)
-    return BenchResult(
-        models=models,
-        reference_models=reference_models,
-        device=str(device),
-        threads=threads,
-        population_seconds=population_seconds,
-        reference_seconds=reference_seconds,
-        population_models_per_s=models / population_seconds,
-        reference_models_per_s=reference_models / reference_seconds,
-        speedup=(models / population_seconds) / (reference_models / reference_seconds),
-        population_accuracy=_benchmark_accuracy(plans[both], population_logits[both]),
-        reference_accuracy=_benchmark_accuracy(plans[both], reference_logits[both]),
-        train_gflop_per_s=flops / population_seconds / 1e9,
-        matmul_peak_gflop_per_s=matmul_peak(device),
+    return bench_result(
+        plans, models, reference_models, device, threads, flops,
+        (population_seconds, population_logits), (reference_seconds, reference_logits),
     )
