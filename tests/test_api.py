@@ -137,3 +137,19 @@ def test_pydoc_reads_as_a_usage_page():
 def test_copying_a_zoo_keeps_it_readable(tiny_zoo, tmp_path):
     copy = shutil.copytree(tiny_zoo, tmp_path / "elsewhere")
     assert len(zoo.open(copy)) == len(zoo.open(tiny_zoo))
+
+
+def test_verify_checks_the_probe_set_against_the_records(zoo_copy):
+    from zoo.patterns.sampler import sampler_for
+
+    pq.write_table(sampler_for(TINY.patterns).probe_set(TINY.seed + 1).to_arrow(), zoo_copy / PROBE_FILE)
+    assert any("not the probe set the records were fingerprinted on" in p for p in zoo.verify(zoo_copy))
+
+
+def test_verify_checks_config_yaml_against_zoo_json(zoo_copy):
+    (zoo_copy / "config.yaml").write_text("name: another\n")
+    assert any("names zoo 'another'" in p for p in zoo.verify(zoo_copy))
+    (zoo_copy / "config.yaml").unlink()
+    (zoo_copy / PROBE_FILE).unlink()
+    problems = zoo.verify(zoo_copy)
+    assert any("config.yaml: missing" in p for p in problems) and any("probe.parquet: missing" in p for p in problems)

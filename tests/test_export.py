@@ -193,6 +193,11 @@ def test_empty_zoo_is_refused(capsys, tmp_path):
     zoo_id, config_hash = zoo_identity(TINY)
     Manifest.open(tmp_path / "empty", zoo_id=zoo_id, config_hash=config_hash)
     (tmp_path / "empty" / "config.yaml").write_text(dump_config(TINY))
+    import pyarrow.parquet as pq
+
+    from zoo.factory.batch import probe_set
+
+    pq.write_table(probe_set(TINY).to_arrow(), tmp_path / "empty" / "probe.parquet")
     code, _, err = run_cli(capsys, "export", tmp_path / "empty", "--task", "modification", "--out", tmp_path / "x.jsonl")
     assert code == 2 and "holds no records" in err
     assert not (tmp_path / "x.jsonl").exists()

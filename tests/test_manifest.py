@@ -17,7 +17,7 @@ from zoo.factory.manifest import (
     clean_stale,
     read_zoo_info,
 )
-from zoo.factory.reader import verify
+from zoo.factory.reader import verify_shards
 from zoo.factory.schema import SCHEMA_VERSION, example_record, record_schema, records_to_table
 from zoo.factory.shards import write_shard
 
@@ -95,7 +95,7 @@ def test_overlapping_shard_is_skipped_and_its_file_kept_until_redundant(tmp_path
     assert manifest.sweep() == [overlapping.name]  # now redundant: moved aside, still not deleted
     assert not (tmp_path / overlapping.name).exists()
     assert (tmp_path / "orphans" / Path(overlapping.name).name).is_file()
-    assert verify(tmp_path) == []
+    assert verify_shards(tmp_path) == []
 
 
 def test_torn_last_line_is_dropped_on_open(tmp_path):
@@ -144,7 +144,7 @@ def test_killed_run_leftovers_are_cleaned_and_rerun_is_identical(tmp_path):
     assert reopened.done_batches() == {0}
     assert reopened.add(shard(tmp_path, [1])) is True
     assert reopened.entries()[-1] == killed.to_entry()
-    assert verify(tmp_path) == []
+    assert verify_shards(tmp_path) == []
 
 
 def test_clean_stale_keeps_listed_shards(tmp_path):

@@ -9,28 +9,33 @@ import pyarrow.parquet as pq
 import pytest
 from rich.console import Console
 
-from zoo.config import StorageConfig
+from zoo.config import PatternSpace, StorageConfig
 from zoo.factory.manifest import MANIFEST_FILE, Manifest
 from zoo.factory.reader import iter_batches, read_records, shard_paths, verify
 from zoo.factory.schema import example_record, record_schema, records_to_table
 from zoo.factory.shards import ShardInfo, file_sha256, write_shard
 from zoo.factory.summary import render_summary, summarize
+from zoo.patterns.sampler import sampler_for
 
 PAIRS = 3
+PROBE = sampler_for(PatternSpace()).probe_set(0)
 
 
 def rows_of(batch: int, pairs: int = PAIRS) -> list[dict]:
     patterns = ("palindrome", "sorted_ascending") if batch % 2 else ("palindrome", "contains_trigram", "alternating")
     widths = (32, 32) if batch % 2 else (27,)
-    return [
+    rows = [
         example_record(batch_id=batch, pair_index=p, zoo_id="z", patterns=patterns, widths=widths) for p in range(pairs)
     ]
+    return [{**row, "probe_hash": PROBE.hash} for row in rows]
 
 
 @pytest.fixture
 def zoo_dir(tmp_path):
     """A finished zoo: batches 0..5 in four shards written out of order; batch 4 kept no pair."""
-    manifest = Manifest.open(tmp_path, zoo_id="z", config_hash="h" * 16)
+    manifest = Manifest.open(tmp_path, zoo_id="z-hhhh", config_hash="h" * 16)
+    (tmp_path / "config.yaml").write_text("name: z\n")
+    pq.write_table(PROBE.to_arrow(), tmp_path / "probe.parquet")
     for batches in ([5, 3], [0], [2, 1], [4]):
         rows = [row for b in batches for row in (rows_of(b, pairs=0 if b == 4 else PAIRS))]
         manifest.add(write_shard(tmp_path, records_to_table(rows, record_schema(6)), batches, StorageConfig()))

@@ -170,25 +170,27 @@ def test_clean_transformers_learn_the_pattern_task():
     assert np.mean(accuracies) >= 0.95
 
 
+MIXED_ZOO = {
+    "batches": 8,
+    "architecture": [
+        {"share": 0.5, "space": {"family": "mlp", "width": {"min": 6, "max": 10}}},
+        {"share": 0.5, "space": {"family": "transformer", "d_model": [8, 16], "heads": [1, 2],
+                                 "ffn": ["dense", "sparse"], "expansion": 4}},
+    ],
+    "patterns": {"train_size": 100, "val_size": 40, "benchmark_size": 100},
+    "training": {"epochs": 2},
+    "corruption": {"degraded_per_batch": 2, "min_degradation": 0.0},
+    "storage": {"batches_per_shard": 4},
+}  # fmt: skip
+
+
 def test_a_mixed_zoo_generates_loads_and_verifies(tmp_path):
     import zoo
     from zoo.factory.plan import plan_batch
     from zoo.subjects.evaluate import score
     from zoo.subjects.families import architecture_of
 
-    recipe = {
-        "batches": 8,
-        "architecture": [
-            {"share": 0.5, "space": {"family": "mlp", "width": {"min": 6, "max": 10}}},
-            {"share": 0.5, "space": {"family": "transformer", "d_model": [8, 16], "heads": [1, 2],
-                                     "ffn": ["dense", "sparse"], "expansion": 4}},
-        ],
-        "patterns": {"train_size": 100, "val_size": 40, "benchmark_size": 100},
-        "training": {"epochs": 2},
-        "corruption": {"degraded_per_batch": 2, "min_degradation": 0.0},
-        "storage": {"batches_per_shard": 4},
-    }  # fmt: skip
-    z = zoo.generate(recipe, tmp_path / "zoo", workers=0, quiet=True)
+    z = zoo.generate(MIXED_ZOO, tmp_path / "zoo", workers=0, quiet=True)
     assert zoo.verify(tmp_path / "zoo") == []
     rows = list(z.records())
     assert {r["family"] for r in rows} == {"mlp", "transformer"}
@@ -204,6 +206,16 @@ def test_a_mixed_zoo_generates_loads_and_verifies(tmp_path):
             out = z.load_model(index)(torch.as_tensor(plan.data.benchmark.tokens)).numpy()
         scores = score(out[None], plan.data.benchmark.pattern[None], len(plan.patterns))
         assert float(scores.accuracy[0]) == pytest.approx(row["metrics"]["clean_accuracy"], abs=1e-6)
+
+
+def test_a_mixed_zoo_is_the_same_on_two_ray_workers_as_in_process(tmp_path, ray_session):
+    import zoo
+    from zoo.factory.schema import content_hash
+
+    alone = zoo.generate(MIXED_ZOO, tmp_path / "alone", workers=0, quiet=True)
+    spread = zoo.generate(MIXED_ZOO, tmp_path / "spread", workers=2, quiet=True)
+    assert content_hash(spread.table()) == content_hash(alone.table())
+    assert {r["family"] for r in spread.records(columns=["family"])} == {"mlp", "transformer"}
 
 
 @pytest.mark.parametrize("scheme", ["int8", "ternary"])

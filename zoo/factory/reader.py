@@ -16,8 +16,10 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from zoo.factory.manifest import MANIFEST_FILE, ManifestError, read_listing, read_manifest, read_zoo_info
-from zoo.factory.schema import META_PREFIX, record_schema, schema_problems, upgrade_table
+from zoo.factory.manifest import (
+    CONFIG_FILE, MANIFEST_FILE, PROBE_FILE, ZOO_FILE, ManifestError, read_listing, read_manifest, read_zoo_info,
+)
+from zoo.factory.schema import READABLE_VERSIONS, META_PREFIX, record_schema, schema_problems, upgrade_table
 from zoo.factory.shards import CONTENT_KEY, sort_records, stored_shards
 from zoo.storage import Store, StorageError, resolve
 
@@ -126,12 +128,19 @@ def iter_batches(
 
 
 def verify(out_dir: str | Path | Store, progress=None) -> list[str]:
-    """Every problem found, one line each naming the file; an empty list means the zoo is intact.
+    """Every problem found, one line each naming the file; an empty list means the zoo is intact:
+    ``zoo.json``, ``config.yaml`` and ``probe.parquet`` against each other and the records, then
+    every shard (``verify_shards``)."""
+    return verify_shards(out_dir, progress, identity=True)
+
+
+def verify_shards(out_dir: str | Path | Store, progress=None, identity: bool = False) -> list[str]:
+    """The manifest against the shards: checksums, sizes, rows, schema, duplicates, unlisted files.
 
     ``progress(done, total, what)``, when given, is told each shard checked (``zoo.progress``)."""
     try:
         store = resolve(out_dir)
-        read_zoo_info(store)
+        info = read_zoo_info(store)
     except (FileNotFoundError, ValueError) as error:
         return [str(error)]
     try:
@@ -140,6 +149,8 @@ def verify(out_dir: str | Path | Store, progress=None) -> list[str]:
         return [str(error)]
     problems = [f"{store.display(item.where)}: {item.problem}" for item in listing if item.problem is not None]
     entries = [item.entry for item in listing if item.problem is None]
+    if identity:
+        problems += _check_identity(store, info, ordered(entries))
     problems += _duplicate_batches(entries)
     for done, entry in enumerate(entries):
         if progress is not None:
@@ -149,6 +160,41 @@ def verify(out_dir: str | Path | Store, progress=None) -> list[str]:
     problems += [
         f"{store.display(rel)}: shard on disk but not in {MANIFEST_FILE}" for rel in sorted(stored_shards(store)) if rel not in listed
     ]
+    return problems
+
+
+def _check_identity(store: Store, info, entries: list[dict]) -> list[str]:
+    """``zoo.json``'s schema version, ``config.yaml`` against ``zoo.json``, ``probe.parquet``
+    against itself and against the probe set the records name."""
+    import yaml
+
+    from zoo.config import ConfigError, parse_config
+    from zoo.patterns.sampler import ProbeSet
+
+    problems = []
+    if info.schema_version not in READABLE_VERSIONS:
+        problems.append(f"{store.display(ZOO_FILE)}: record schema v{info.schema_version}, not one this zoo reads")
+    try:
+        config = parse_config(yaml.safe_load(store.read_bytes(CONFIG_FILE).decode("utf-8")) or {})
+        if not info.zoo_id.startswith(f"{config.name}-"):
+            problems.append(f"{store.display(CONFIG_FILE)}: names zoo {config.name!r}, {ZOO_FILE} holds {info.zoo_id!r}")
+    except FileNotFoundError:
+        problems.append(f"{store.display(CONFIG_FILE)}: missing")
+    except (ConfigError, yaml.YAMLError, UnicodeDecodeError) as error:
+        problems.append(f"{store.display(CONFIG_FILE)}: unreadable ({str(error).splitlines()[0]})")
+    try:
+        probe = ProbeSet.from_arrow(pq.read_table(store.key(PROBE_FILE), filesystem=store.fs))
+    except FileNotFoundError:
+        return [*problems, f"{store.display(PROBE_FILE)}: missing"]
+    except (ValueError, OSError, pa.ArrowException) as error:
+        return [*problems, f"{store.display(PROBE_FILE)}: {str(error).splitlines()[0]}"]
+    for entry in entries[:1]:
+        try:
+            named = _read_shard(store, entry, ["probe_hash"]).column("probe_hash")
+        except ManifestError:
+            break  # the shard check reports it
+        if len(named) and named[0].as_py() != probe.hash:
+            problems.append(f"{store.display(PROBE_FILE)}: not the probe set the records were fingerprinted on")
     return problems
 
 
