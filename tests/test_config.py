@@ -32,6 +32,13 @@ def test_default_yaml_spells_out_the_built_in_defaults():
         ({"training": {"epochs": 0}}, "training.epochs: Input should be greater than or equal to 1"),
         ({"trainig": {}}, "trainig: unknown key"),
         ({"corruption": {"rate": {"min": 0.5, "max": 1.5}}}, "corruption.rate: must lie in (0, 1]"),
+        ({"batches": 10**12}, "batches: Input should be less than or equal to 1000000000"),
+        ({"seed": 2**64}, "seed: Input should be less than or equal to 9223372036854775807"),
+        ({"training": {"lr": {"min": float("nan"), "max": 0.1}}}, "training.lr.min: Input should be a finite number"),
+        ({"training": {"lr": {"min": 1e-3, "max": float("inf")}}}, "training.lr.max: Input should be a finite number"),
+        ({"architecture": {"width": {"min": 4, "max": 10**6}}}, "architecture.width.max: at most 4096 units"),
+        ({"architecture": {"layers": {"min": 1, "max": 100_000}}}, "architecture.layers.max: at most 16 hidden layers"),
+        ({"patterns": {"train_size": 10**9}}, "patterns.train_size: Input should be less than or equal to 10000000"),
     ],
 )
 def test_bad_values_name_the_field(data, expected):

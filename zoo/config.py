@@ -55,11 +55,12 @@ class PatternSpace(Strict):
     train_size: int = Field(
         5000,
         ge=2,
+        le=10_000_000,
         description="training examples per batch: half positives (split over the patterns), half negatives, "
         "whatever the pattern count",
     )
-    val_size: int = Field(500, ge=2, description="validation examples per batch (early stopping reads them)")
-    benchmark_size: int = Field(500, ge=2, description="clean held-out examples per batch")
+    val_size: int = Field(500, ge=2, le=10_000_000, description="validation examples per batch (early stopping reads them)")
+    benchmark_size: int = Field(500, ge=2, le=10_000_000, description="clean held-out examples per batch")
     hard_negative_share: float = Field(
         0.1, ge=0.0, le=1.0, description="share of the negatives that are near misses: a positive with one token changed"
     )
@@ -207,9 +208,9 @@ class ZooConfig(Strict):
     """A whole zoo: everything a record depends on, derived from one run seed."""
 
     name: str = Field("zoo", pattern=r"^[A-Za-z0-9_.-]+$", description="the zoo's name; part of its id")
-    seed: int = Field(0, ge=0, description="run seed every batch's draws and initializations derive from")
+    seed: int = Field(0, ge=0, le=2**63 - 1, description="run seed every batch's draws and initializations derive from")
     batches: int = Field(
-        10, ge=1, description="batches to make (a batch: one clean model and its degraded ones); a zoo can grow later"
+        10, ge=1, le=1_000_000_000, description="batches to make (a batch: one clean model and its degraded ones); a zoo can grow later"
     )
     patterns: PatternSpace = Field(PatternSpace(), description="the token space, the patterns and the data set sizes")
     architecture: Annotated[

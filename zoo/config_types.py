@@ -38,8 +38,8 @@ class IntRange(Strict):
 class FloatRange(Strict):
     """A range of floats a value is drawn from."""
 
-    min: float = Field(description="lower end")
-    max: float = Field(description="upper end")
+    min: float = Field(allow_inf_nan=False, description="lower end (a finite number)")
+    max: float = Field(allow_inf_nan=False, description="upper end (a finite number)")
 
     @model_validator(mode="after")
     def _ordered(self) -> FloatRange:

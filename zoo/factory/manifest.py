@@ -312,15 +312,16 @@ class Manifest:
     def _identity(store: Store, zoo_id: str, config_hash: str) -> ZooInfo:
         if not store.is_file(ZOO_FILE):
             others = store.entries("")
-            if others:
+            if not others:
+                created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+                info = ZooInfo(zoo_id, config_hash, SCHEMA_VERSION, created)
+                _write_zoo_info(store, info)
+                return info
+            if not store.is_file(ZOO_FILE):  # not one a racing driver of this zoo wrote meanwhile
                 raise ZooMismatchError(
                     f"{store.name}: not empty and not a zoo folder (no {ZOO_FILE}; holds {', '.join(others[:3])}"
                     f"{', ...' if len(others) > 3 else ''})"
                 )
-            created = datetime.now(timezone.utc).isoformat(timespec="seconds")
-            info = ZooInfo(zoo_id, config_hash, SCHEMA_VERSION, created)
-            _write_zoo_info(store, info)
-            return info
         info = read_zoo_info(store)
         if info.config_hash != config_hash or info.zoo_id != zoo_id:
             raise ZooMismatchError(

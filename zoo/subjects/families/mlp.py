@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 Activation = Literal["relu", "gelu", "tanh", "sigmoid", "leaky_relu"]
 ACTIVATIONS: tuple[str, ...] = ("relu", "gelu", "tanh", "sigmoid", "leaky_relu")
+MAX_LAYERS, MAX_WIDTH = 16, 4096  # bounds that refuse a typo (a million units) before anything is written
 
 
 class MLPSpace(Strict):
@@ -46,6 +47,10 @@ class MLPSpace(Strict):
             raise ValueError("layers.min: must be at least 1")
         if self.width.min < 1:
             raise ValueError("width.min: must be at least 1")
+        if self.layers.max > MAX_LAYERS:
+            raise ValueError(f"layers.max: at most {MAX_LAYERS} hidden layers (the subjects are small models)")
+        if self.width.max > MAX_WIDTH:
+            raise ValueError(f"width.max: at most {MAX_WIDTH} units (the subjects are small models)")
         if not self.activations:
             raise ValueError("activations: at least one is needed")
         return self
