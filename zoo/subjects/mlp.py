@@ -6,6 +6,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from zoo.subjects.flat import flatten, load_flat
 from zoo.subjects.families.mlp import Architecture
 
 ACTIVATION_MODULES: dict[str, type[nn.Module]] = {
@@ -54,20 +55,9 @@ def build_model(architecture: Architecture | dict, weights: np.ndarray | torch.T
         from zoo.subjects.families import require_family
 
         architecture = require_family(architecture, ("mlp",), "the MLP module")
-    flat = torch.as_tensor(np.asarray(weights, dtype=np.float32))
-    if flat.numel() != architecture.n_params:
-        raise ValueError(
-            f"weights hold {flat.numel()} values but {architecture.describe()} needs {architecture.n_params}"
-        )
-    model = SubjectMLP(architecture)
-    state = {e.name: flat[e.offset : e.offset + e.size].view(e.shape).clone() for e in architecture.layout()}
-    model.load_state_dict(state)
-    return model
+    return load_flat(SubjectMLP(architecture), architecture, weights)
 
 
 def flatten_model(model: SubjectMLP) -> np.ndarray:
     """The inverse of ``build_model``: the module's parameters as one float32 vector."""
-    state = model.state_dict()
-    return np.concatenate(
-        [state[e.name].detach().cpu().numpy().ravel() for e in model.architecture.layout()]
-    ).astype(np.float32)
+    return flatten(model)
