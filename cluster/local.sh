@@ -3,8 +3,9 @@
 # endpoint, token authentication on. Run from anywhere; paths are the repository's.
 #
 #   cluster/local.sh start                       # head + token (~/.ray/auth_token, made once)
-#   cluster/local.sh submit CONFIG OUT [ARGS..]  # ray job submit of jobs/generate.py, OUT made absolute
-#   cluster/local.sh status                      # ray status, and this head's jobs
+#   cluster/local.sh submit CONFIG OUT [ARGS..]  # ray job submit of jobs/generate.py, OUT made absolute;
+#                                                # a submission id already known is refused before any upload
+#   cluster/local.sh status                      # this head's ray status, and its jobs as a table
 #   cluster/local.sh metrics                     # the zoo's series on the Prometheus endpoint
 #   cluster/local.sh stop                        # ray stop: EVERY Ray process on this machine
 #
@@ -45,14 +46,22 @@ case "${1:-}" in
       *) out=$(python -c 'import os, sys; print(os.path.abspath(sys.argv[1]))' "$out") ;;
     esac
     id=$(zoo job-id --config "$config" --out "$out" "$@")
+    set +e; state=$(python cluster/jobs_table.py --address "$ADDRESS" --known "$id"); known=$?; set -e
+    case $known in
+      0) echo "$0: error: job $id was submitted already ($state); nothing uploaded. Its log:" \
+           "ray job logs --address $ADDRESS $id; to run it again: ray job delete --address $ADDRESS $id" >&2
+         exit 2 ;;
+      1) ;;                                      # a new id
+      *) exit 2 ;;                               # the head cannot be asked (said in one line)
+    esac
     echo "submission id: $id (submitting it again is refused; after a failure: ray job delete $id)"
     RAY_DEDUP_LOGS=0 ray job submit --address "$ADDRESS" --submission-id "$id" \
       --runtime-env cluster/runtime_env.yaml \
       -- python jobs/generate.py --config "$config" --out "$out" "$@"
     ;;
   status)
-    ray status
-    ray job list --address "$ADDRESS"
+    ray status --address "127.0.0.1:$GCS_PORT"   # this head's, whatever other Rays run here
+    python cluster/jobs_table.py --address "$ADDRESS"
     ;;
   metrics)
     curl -s "http://127.0.0.1:$METRICS_PORT/metrics" | grep '^ray_zoo_' || echo "no zoo series yet"

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from zoo_fixture import build_zoo, tiny_config
+from zoo_fixture import build_zoo
+from zoo_fixture import tiny_config as tiny_zoo_config
 
-ZOO = tiny_config(
+ZOO = tiny_zoo_config(
     name="interp",
     architecture={"width": {"min": 8, "max": 12}},
     patterns={"train_size": 300, "val_size": 60, "benchmark_size": 200},
@@ -76,3 +77,32 @@ def run_copy(interp_run, tmp_path) -> Path:
     import shutil
 
     return Path(shutil.copytree(interp_run, tmp_path / "run"))
+
+
+# A tiny mixed zoo: half the batches MLPs, half one-block transformers of width 8 (a few seconds to build).
+MIXED_ZOO = tiny_zoo_config(
+    name="interp-mixed",
+    batches=10,
+    architecture=[
+        {"share": 0.5, "space": {"family": "mlp", "layers": {"min": 1, "max": 2}, "width": {"min": 8, "max": 12}}},
+        {
+            "share": 0.5,
+            "space": {"family": "transformer", "layers": {"min": 1, "max": 1}, "d_model": [8], "heads": [2]},
+            "training": {"epochs": 3, "lr": {"min": 0.003, "max": 0.003}, "weight_decay": 0.01},
+        },
+    ],
+    patterns={"train_size": 300, "val_size": 60, "benchmark_size": 200},
+    training={"epochs": 5},
+)
+
+
+@pytest.fixture(scope="session")
+def mixed_zoo(tmp_path_factory) -> Path:
+    """10 batches of both families, 20 records, stored splits (batch-grouped). Read only."""
+    if "mixed" not in _BUILT:
+        from zoo.export.splits import SplitOptions, write_splits
+
+        out = build_zoo(tmp_path_factory.mktemp("interp-mixed") / "zoo", MIXED_ZOO)
+        write_splits(out, SplitOptions(validation=0.2, test=0.2))
+        _BUILT["mixed"] = out
+    return _BUILT["mixed"]

@@ -332,6 +332,34 @@ def test_job_submit_makes_the_zoo_and_exports_its_metrics(head, make_config, tmp
     assert job_info(head, job_id)["status"] == "SUCCEEDED"  # the first job's record, untouched
 
 
+def test_local_sh_refuses_a_duplicate_before_uploading_and_lists_jobs_as_a_table(head, make_config, tmp_path):
+    """``ray job submit`` refuses a known submission id only after uploading the working directory;
+    ``cluster/local.sh submit`` asks first. ``status`` prints one row per job. The Ray CLI needs
+    ``RAY_AUTH_MODE=token`` against a head with token authentication, as the guide's commands say."""
+    config_path = write_config(make_config, tmp_path, "dupzoo", batches=2, runtime={"workers": 0})
+    out = tmp_path / "out"
+    env = {**head.env, "DASHBOARD_PORT": head.dashboard.rsplit(":", 1)[1], "GCS_PORT": head.gcs.rsplit(":", 1)[1]}
+
+    def local_sh(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["bash", "cluster/local.sh", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+
+    first = local_sh("submit", str(config_path), str(out))
+    assert first.returncode == 0, (first.stdout + first.stderr)[-3000:]
+    job_id = submission_id(load_config(config_path), out)
+    again = local_sh("submit", str(config_path), str(out))
+    assert again.returncode == 2
+    assert again.stderr.strip().splitlines()[-1].endswith(f"ray job delete --address {head.dashboard} {job_id}")
+    assert "was submitted already (SUCCEEDED); nothing uploaded" in again.stderr
+    assert "Uploading" not in again.stdout + again.stderr
+    status = local_sh("status")
+    assert status.returncode == 0 and "jobs on" in status.stdout
+    row = next((line for line in status.stdout.splitlines() if job_id[:12] in line), "")
+    assert "SUCCEEDED" in row and "Job(" not in status.stdout and "JobDetails" not in status.stdout
+    without_mode = {key: value for key, value in head.env.items() if key != "RAY_AUTH_MODE"}
+    listed = subprocess.run([RAY, "job", "list", "--address", head.dashboard], env=without_mode, capture_output=True, text=True, timeout=120)
+    assert listed.returncode != 0  # hence `export RAY_AUTH_MODE=token` in the guide
+
+
 # ---------------------------------------------------------------- an actor's process killed mid-run
 
 
@@ -580,3 +608,23 @@ def test_a_job_refuses_a_relative_out(tmp_path):
     assert done.returncode == 2
     assert done.stderr.strip().startswith("zoo: error: --out zoo-out/x: give an absolute path")
     assert not (REPO / "zoo-out" / "x").exists()
+
+
+def test_the_job_upload_leaves_out_what_the_docs_commands_write(tmp_path):
+    """A submission once uploaded 47 MB of zoo outputs, tune results and exports. Ray's own matcher
+    (gitwildmatch, as for ``working_dir``) on the paths the README's and guides' commands write."""
+    import yaml
+    from ray._private.runtime_env.packaging import _get_excludes
+
+    excludes = yaml.safe_load((REPO / "cluster" / "runtime_env.yaml").read_text())["excludes"]
+    excluded = _get_excludes(tmp_path, excludes)
+    outputs = [
+        "zoo-quickstart/data/shard-000000-000003-4a2272340f01.parquet", "zoo-quickstart/zoo.json",
+        "zoo-out/quickstart/manifest.jsonl", "zoo-mixed/probe.parquet", "zoo-default/splits/train/train-00000.parquet",
+        "runs/interp/checkpoint-last.safetensors", "runs/tune/sweep/trial_0/result.json", "probes-zoo/summary.json",
+        "probes-row0/report.md", "classify.jsonl", "repair.jsonl", "out/x/zoo.json", "model.pt",
+        ".zoo.json.123-abcd.tmp",
+    ]  # fmt: skip
+    sources = ["zoo/cli.py", "jobs/generate.py", "configs/zoo/quickstart.yaml", "cluster/runtime_env.yaml", "pyproject.toml"]
+    assert [p for p in outputs if not excluded(tmp_path / p)] == []
+    assert [p for p in sources if excluded(tmp_path / p)] == []

@@ -7,7 +7,7 @@ import os
 import pytest
 import yaml
 
-from interpreter_fixture import TINY_INTERPRETER, interp_zoo  # noqa: F401
+from interpreter_fixture import TINY_INTERPRETER, interp_zoo, mixed_zoo  # noqa: F401
 
 from zoo.config import ConfigError
 
@@ -65,3 +65,14 @@ def test_sweep_reports_every_epoch_and_writes_the_best_config(ray_session, inter
     assert best.model.latent == result.best["model.latent"]
     assert best.optimizer.lr == pytest.approx(result.best["optimizer.lr"])
     assert (folder / "results.md").is_file() and (folder / "results.csv").read_text().startswith("trial,best_val_objective,")
+
+
+def test_a_sweep_runs_on_a_mixed_zoo(ray_session, mixed_zoo, tmp_path):  # noqa: F811
+    """The same sweep over MLPs and transformers together: every trial trains and reports."""
+    from zoo.readers.interpreter.tune import load_tune_settings, run_tune
+
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
+    settings, base = load_tune_settings(_write(tmp_path, num_samples=1, overrides={"epochs": 1}))
+    result = run_tune(mixed_zoo, settings, base, verbose=0)
+    assert len(result.rows) == 1 and result.rows[0]["epochs_run"] == 1
+    assert result.best_config_path.is_file()

@@ -199,7 +199,8 @@ class FakeHub:
             raise HfHubHTTPError("502 Server Error: Bad Gateway", response=response)
         for op in operations:
             if isinstance(op, CommitOperationAdd):
-                self.files[op.path_in_repo] = Path(op.path_or_fileobj).read_bytes()
+                with op.as_file() as handle:  # a path, bytes or an open file (a zoo on object storage)
+                    self.files[op.path_in_repo] = handle.read()
             else:
                 self.files.pop(op.path_in_repo)
         self.commits.append([op.path_in_repo for op in operations])

@@ -17,7 +17,7 @@ from rich.console import Console
 import zoo.factory.runner as runner
 from zoo.config import ZooConfig, load_config
 from zoo.factory.batch import probe_set, task_batches
-from zoo.factory.manifest import MANIFEST_FILE, ZooMismatchError, read_manifest
+from zoo.factory.manifest import LOCK_FILE, MANIFEST_FILE, ZooMismatchError, read_manifest
 from zoo.factory.metrics import RunMetrics
 from zoo.factory.reader import read_records, verify
 from zoo.factory.runner import BatchWorker, RunSummary, TaskFailedError, ZooBusyError, generate
@@ -170,11 +170,68 @@ def test_another_zoos_folder_is_refused_untouched(make_config, tmp_path):
 def test_a_folder_being_written_is_refused(make_config, tmp_path):
     config = make_config(batches=2, runtime={"workers": 0})
     run(config, tmp_path)
-    with open(tmp_path / "zoo.json", "rb") as handle:
+    with open(tmp_path / LOCK_FILE, "rb") as handle:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)  # another driver
         with pytest.raises(ZooBusyError):
             run(config.model_copy(update={"batches": 4}), tmp_path)
     assert listed_batches(tmp_path) == [0, 1]
+
+
+def test_the_lock_is_taken_before_anything_is_written_on_a_file_never_replaced(make_config, tmp_path, monkeypatch):
+    """A lock on zoo.json was taken after zoo.json was written, and an atomic rewrite (rename) would
+    have swapped the locked inode: two first starts could both hold "the" lock."""
+    import zoo.factory.manifest as manifest_module
+
+    out = tmp_path / "zoo"
+    held_while_writing = []
+    write = manifest_module._write_zoo_info
+
+    def write_zoo_info(store, info):
+        with open(out / LOCK_FILE, "rb") as other:  # a second driver's try
+            try:
+                fcntl.flock(other.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                held_while_writing.append(False)
+            except BlockingIOError:
+                held_while_writing.append(True)
+        write(store, info)
+
+    monkeypatch.setattr(manifest_module, "_write_zoo_info", write_zoo_info)
+    config = make_config(batches=2, runtime={"workers": 0})
+    run(config, out)
+    inode = (out / LOCK_FILE).stat().st_ino
+    run(config.model_copy(update={"batches": 4}), out)
+    assert held_while_writing == [True]
+    assert (out / LOCK_FILE).stat().st_ino == inode and (out / LOCK_FILE).stat().st_size == 0
+
+
+def test_a_kill_while_zoo_json_is_first_written_leaves_nothing_that_blocks_a_rerun(zoo_yaml, tmp_path):
+    """The driver is SIGKILLed at the rename that puts zoo.json in place: its temporary file and the
+    lock file are left, which a rerun used to refuse as "not empty and not a zoo folder"."""
+    import signal
+    import subprocess
+    import sys
+
+    config_path = zoo_yaml("kill.yaml", batches=2)
+    out = tmp_path / "zoo"
+    killer = (
+        "import os, signal, sys\n"
+        "import zoo.atomic\n"
+        "replace = os.replace\n"
+        "def dying(src, dst):\n"
+        "    if str(dst).endswith('zoo.json'):\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+        "    replace(src, dst)\n"
+        "zoo.atomic.os.replace = dying\n"
+        "from zoo.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    args = ["generate", "--config", str(config_path), "--out", str(out), "--workers", "0"]
+    killed = subprocess.run([sys.executable, "-c", killer, *args], capture_output=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL
+    assert not (out / "zoo.json").exists() and any(p.name.startswith(".zoo.json.") for p in out.iterdir())
+    summary, _ = run(load_config(config_path), out, workers=0)
+    assert summary.batches == 2 and verify(out) == []
+    assert sorted(p.name for p in out.iterdir() if p.name.endswith(".tmp")) == []
 
 
 def test_in_process_tasks_use_the_configured_torch_threads(make_config, tmp_path, monkeypatch):

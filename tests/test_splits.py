@@ -193,3 +193,28 @@ def test_holding_out_everything_leaves_no_train_and_is_refused(capsys, zoo_copy)
     code, _, err = run_cli(capsys, "split", zoo_copy, "--ood-depths", "1,2")
     assert code == 2 and "left for train" in err
     assert not (zoo_copy / "splits").exists()
+
+
+def test_held_out_family_sends_every_batch_of_it_and_only_it_to_ood_architecture():
+    facts = synthetic(40)
+    for batch in range(0, 40, 2):  # every other batch a transformer (no widths or activation of its own)
+        facts[batch] = BatchFacts(facts[batch].patterns, 2, (), "", "transformer")
+    for held, other in (("transformer", "mlp"), ("mlp", "transformer")):
+        result = assign(facts, options_from_cli(ood_families=held))
+        assert all((result[b] == "ood_architecture") == (f.family == held) for b, f in facts.items())
+        assert {result[b] for b, f in facts.items() if f.family == other} == {"train", "validation", "test"}
+
+
+def test_a_family_the_config_does_not_draw_is_refused_in_one_line(capsys, zoo_copy):
+    code, _, err = run_cli(capsys, "split", zoo_copy, "--ood-families", "transformer")
+    assert code == 2 and "not a family the config draws (mlp)" in err and len(err.strip().splitlines()) == 1
+    code, _, err = run_cli(capsys, "split", zoo_copy, "--ood-families", "mlp")
+    assert code == 2 and "leaves no family to train on" in err
+
+
+def test_splits_made_before_ood_families_existed_refresh_without_overwrite(zoo_copy):
+    write_splits(zoo_copy, options_from_cli())
+    data = json.loads((zoo_copy / "splits.json").read_text())
+    del data["options"]["ood_families"]  # as an older zoo wrote it
+    (zoo_copy / "splits.json").write_text(json.dumps(data))
+    assert write_splits(zoo_copy, options_from_cli()).options.ood_families == []

@@ -297,3 +297,38 @@ def test_a_driver_killed_mid_run_on_s3_loses_nothing_and_the_rerun_completes(s3,
     undisturbed = tmp_path / "undisturbed"
     run(config, undisturbed)
     assert content_hash(read_records(uri)) == content_hash(read_records(undisturbed))
+
+
+def test_an_actor_killed_mid_run_on_s3_then_a_rerun_lists_every_batch_once_equal_to_a_local_run(
+    s3, local, ray_session, tmp_path, monkeypatch
+):
+    """The actor is SIGKILLed after its shard is stored but before the driver hears of it (an
+    unlisted object on S3): the task is requeued, the new actor finds the intact shard and lists it;
+    a rerun then writes nothing."""
+    import signal
+
+    import zoo.factory.runner as runner
+
+    config, _, expected = local
+    marks = tmp_path
+
+    class DyingWorker(runner.BatchWorker):
+        def run(self, batch_ids):
+            result = runner.BatchWorker.run(self, batch_ids)
+            if 2 in batch_ids and not any(marks.glob("killed-*")):
+                (marks / f"killed-{os.getpid()}").touch()
+                os.kill(os.getpid(), signal.SIGKILL)
+            return result
+
+    monkeypatch.setattr(runner, "BatchWorker", DyingWorker)
+    uri = f"s3://{BUCKET}/actor-killed"
+    prefix = uri.removeprefix(f"s3://{BUCKET}/")
+    ray_config = config.model_copy(update={"runtime": config.runtime.model_copy(update={"workers": 2, "max_restarts": 1})})
+    summary = run(ray_config, uri)
+    assert list(marks.glob("killed-*")) and summary.retries >= 1
+    assert run(ray_config, uri).batches == 0  # the rerun
+    entries = read_manifest(uri)
+    assert sorted(b for e in entries for b in e["batches"]) == list(range(config.batches))
+    assert sorted(e["shard"] for e in entries) == [k for k in keys(s3, prefix) if k.startswith("data/")]
+    assert verify(uri) == []
+    assert content_hash(read_records(uri)) == expected

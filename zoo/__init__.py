@@ -25,7 +25,11 @@ lists its columns. Subject families (the MLP today) live in `zoo.subjects.famili
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Literal
+
+# before anything imports torch: on Apple's mps an op without a kernel runs on the CPU instead of failing (zoo.runtime)
+os.environ.setdefault("PYTORCH_ENABLE_MPS_FALLBACK", "1")
 
 from zoo.api import Zoo, ZooError, generate, open, verify
 from zoo.config import ConfigError, load_config

@@ -23,7 +23,7 @@ from zoo.config import ConfigError, ZooConfig, _merge, load_config, parse_config
 from zoo.factory.manifest import CONFIG_FILE, PROBE_FILE, ZOO_FILE, ManifestError, ZooInfo, read_manifest, read_zoo_info
 from zoo.factory.reader import iter_batches, ordered, physical_columns, read_records, read_shard_records
 from zoo.factory.reader import verify as _verify
-from zoo.factory.schema import READABLE_VERSIONS, signature_stats_of, upgrade_table
+from zoo.factory.schema import READABLE_VERSIONS, signature_column, signature_stats_of, upgrade_table
 from zoo.storage import Store, StorageError, resolve
 
 if TYPE_CHECKING:
@@ -104,6 +104,11 @@ class Zoo:
         return [Path(self.store.name) / rel for rel in rels] if self.store.local else [self.store.display(r) for r in rels]
 
     @property
+    def shard_names(self) -> list[str]:
+        """The manifest's shards in batch order, as paths relative to the zoo (``data/shard-....parquet``)."""
+        return [entry["shard"] for entry in self._ordered]
+
+    @property
     def filesystem(self):
         """The ``pyarrow.fs.FileSystem`` the zoo lives on (pass it with ``shard_keys`` to any Arrow reader)."""
         return self.store.fs
@@ -120,7 +125,7 @@ class Zoo:
             return ()
         schema = pq.read_schema(self.shard_keys[0], filesystem=self.store.fs)
         names = signature_stats_of(schema)
-        width = schema.field("clean_signature").type.value_type.list_size
+        width = schema.field(signature_column(schema)).type.value_type.list_size
         return tuple(names) if names else tuple(f"stat{i}" for i in range(width))
 
     @cached_property
@@ -129,13 +134,13 @@ class Zoo:
 
         Refused when the file is missing or damaged, or when the records name another probe set.
         """
-        from zoo.patterns.sampler import ProbeSet
+        from zoo.factory.reader import probe_from_arrow
 
         path = self.store.display(PROBE_FILE)
         if not self.store.is_file(PROBE_FILE):
             raise ZooError(f"{self.path}: no {PROBE_FILE} (zoo generate writes it beside the shards)")
         try:
-            probe = ProbeSet.from_arrow(pq.read_table(self.store.key(PROBE_FILE), filesystem=self.store.fs))
+            probe = probe_from_arrow(pq.read_table(self.store.key(PROBE_FILE), filesystem=self.store.fs))
         except (ValueError, OSError, pa.ArrowException) as error:
             raise ZooError(f"{path}: {error}") from None
         if self.manifest:
@@ -151,12 +156,10 @@ class Zoo:
         """The batches of one split: from ``splits.json`` where ``zoo split`` wrote one."""
         from zoo.export.splits import SPLITS_FILE, SplitsError, load_splits
 
-        if not self.store.local:
-            raise ZooError(f"{self.path}: splits of a zoo on object storage are not supported yet; copy it to a folder")
-        if not (self.path / SPLITS_FILE).is_file():
+        if not self.store.is_file(SPLITS_FILE):
             raise ZooError(f"{self.path}: no {SPLITS_FILE}; run `zoo split {self.path}` first")
         try:
-            assignment = load_splits(self.path).assignment
+            assignment = load_splits(self.store).assignment
         except SplitsError as error:
             raise ZooError(str(error)) from None
         known = set(assignment.values())
@@ -238,7 +241,8 @@ class Zoo:
         if which not in ("clean", "degraded"):
             raise ZooError(f"which must be 'clean' or 'degraded', not {which!r}")
         if not isinstance(row, dict):
-            row = self.row(int(row), columns=["architecture", f"{which}_weights"])
+            weights = "weights" if self.info.schema_version == 3 else f"{which}_weights"  # v3: one model per record
+            row = self.row(int(row), columns=["architecture", weights])
         return load_model(row, which)
 
     def verify(self) -> list[str]:

@@ -119,8 +119,11 @@ def matmul_limit(counts: Counter, device: torch.device, sample: float = 0.1) -> 
 
 
 def _sync(device: torch.device) -> None:
+    """Wait for the device's queued work, so that a timer reads the work's time (CUDA and mps run asynchronously)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
 
 
 def _benchmark_accuracy(plans: list[BatchPlan], model_logits: np.ndarray) -> float:

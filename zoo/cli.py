@@ -1,13 +1,19 @@
 """The ``zoo`` command. Thin: parse arguments, call the library, print, exit.
 
-User errors (bad config, bad paths, a folder that holds another zoo) are printed
-as one line on stderr with exit code 2 and nothing written.
+User errors (bad config, bad paths, a folder that holds another zoo, an --out that
+is read-only, full or a file, a Ray address where nothing answers) are printed as
+one line on stderr with exit code 2; a value given by a flag is named by the flag
+(``--batches -1: ...``), not by the YAML field it overrides. Ctrl-C exits 130 with
+one line (for ``generate``: how to resume).
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import re
+import shlex
 import sys
 from collections.abc import Callable
 
@@ -16,6 +22,7 @@ from rich.console import Console
 from zoo.config import ConfigError
 
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 
 
 class UsageError(ValueError):
@@ -77,15 +84,31 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"zoo: error: {message}\n")
 
 
+_FLAG_FIELDS = (("--batches", "batches", "batches"), ("--workers", "workers", "runtime.workers"),
+                ("--address", "address", "runtime.address"))
+"""(flag, argument, config field it overrides) of the run options."""
+
+
 def _load_zoo_config(args: argparse.Namespace):
     from zoo.config import zoo_config_from
 
-    return zoo_config_from(
-        args.config,
-        batches=getattr(args, "batches", None),
-        workers=getattr(args, "workers", None),
-        address=getattr(args, "address", None),
-    )
+    given = {attr: getattr(args, attr, None) for _, attr, _ in _FLAG_FIELDS}
+    try:
+        return zoo_config_from(args.config, **given)
+    except ConfigError as error:
+        raise ConfigError(_flag_error(str(error), given)) from None
+
+
+def _flag_error(message: str, given: dict) -> str:
+    """A config error about a value a flag gave, said about the flag (``--batches -1: ...``), not the
+    YAML field it overrides (which the user never typed)."""
+    for flag, attr, field in _FLAG_FIELDS:
+        if given[attr] is None:
+            continue
+        match = re.search(rf"(?:^|: ){re.escape(field)}: (.*)", message)
+        if match:
+            return f"{flag} {given[attr]}: {match.group(1)}"
+    return message
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -114,6 +137,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from zoo.factory.runner import generate
 
     config = _load_zoo_config(args)
+    if args.address and config.runtime.workers > 0:
+        from zoo.pool import check_reachable
+
+        check_reachable(args.address, "--address")  # before anything is written, in seconds
     generate(config, args.out, console=Console())
     return 0
 
@@ -133,6 +160,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from zoo.factory.reader import verify
     from zoo.progress import progress_bar
 
+    if args.workers < 0:
+        raise UsageError(f"--workers {args.workers}: must be 0 (in-process) or more")
     folder = _existing_zoo(args.dir)
     if args.repair:
         from zoo.factory.runner import repair
@@ -187,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--workers", type=int, help="Ray actors (default: the config's runtime.workers; 0: in-process, no Ray)")
     p.add_argument("--address", help="Ray cluster address (default: the config's runtime.address, else an embedded local Ray)")
-    p.set_defaults(func=cmd_generate)
+    p.set_defaults(func=cmd_generate, resumable=True)
 
     p = sub.add_parser(
         "inspect",
@@ -248,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _extensions() -> list[Callable[[argparse._SubParsersAction], None]]:
     """Commands that live beside their library code (export, readers), added when present."""
     registers = []
-    for module_name in ("zoo.export.commands", "zoo.readers.commands", "zoo.factory.commands"):
+    for module_name in ("zoo.export.commands", "zoo.readers.commands", "zoo.factory.commands", "zoo.languages.commands"):
         try:
             module = __import__(module_name, fromlist=["register"])
         except ModuleNotFoundError as error:
@@ -259,14 +288,44 @@ def _extensions() -> list[Callable[[argparse._SubParsersAction], None]]:
     return registers
 
 
+def _interrupted(args: argparse.Namespace, argv: list[str]) -> int:
+    if getattr(args, "resumable", False):
+        line = f"interrupted; finished batches are kept: rerun `zoo {shlex.join(argv)}` to resume"
+    else:
+        line = "interrupted"
+    print(f"zoo: {line}", file=sys.stderr)
+    return EXIT_INTERRUPTED
+
+
+def _os_error(error: OSError) -> str:
+    """One line for what the machine refused (read-only, full, a file in the way), naming the path."""
+    where = f"{error.filename}: " if error.filename else ""
+    if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"{where}not writable (read-only, or no permission)"
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"{where}no space left on the device; free some and rerun the same command (finished work is kept)"
+    if error.errno in (errno.ENOTDIR, errno.EEXIST):
+        return f"{where}a file is in the way where a folder is needed"
+    return f"{where}{error.strerror or str(error).splitlines()[0]}"
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
+    except KeyboardInterrupt:
+        return _interrupted(args, argv)
     except (ConfigError, UsageError) as error:
         return _fail(str(error))
     except FileExistsError as error:
+        if error.filename and str(error).startswith("[Errno"):  # the OS's, not one of zoo's lines
+            return _fail(_os_error(error))
         return _fail(str(error))
+    except OSError as error:
+        if type(error).__module__.startswith("zoo.") or error.errno is None:
+            raise
+        return _fail(_os_error(error))
     except ValueError as error:
         if type(error).__module__.startswith("zoo."):
             return _fail(str(error))

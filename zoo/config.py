@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import Discriminator, Field, Tag, ValidationError, model_validator
+from pydantic import Discriminator, Field, Tag, ValidationError, model_serializer, model_validator
 
-from zoo.config_types import ConfigError, FloatRange, IntRange, Strict, format_validation_error  # noqa: F401 (re-exported)
+from zoo.config_types import DEVICE_HELP, ConfigError, Device, FloatRange, IntRange, Strict, format_validation_error  # noqa: F401 (re-exported)
+from zoo.languages.config import GrammarShare, LanguageTask  # noqa: F401 (re-exported)
 from zoo.patterns.library import validate_selection
 
 from zoo.subjects.families import ArchitectureSpace
@@ -104,7 +105,7 @@ class TrainingConfig(Strict):
     population_size: int | Literal["auto"] = Field(
         "auto", description="models per batched computation; auto sizes it to the device"
     )
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when torch sees one, else the CPU")
+    device: Device = Field("auto", description=DEVICE_HELP)
 
     @model_validator(mode="after")
     def _lr_positive(self) -> TrainingConfig:
@@ -231,6 +232,11 @@ class ZooConfig(Strict):
     runtime: RuntimeConfig = Field(
         RuntimeConfig(), description="where and how the batches run (not part of the zoo id)"
     )
+    language: LanguageTask | None = Field(
+        None,
+        description="the language task (transformers trained on formal languages); None: a pattern zoo. Left out "
+        "of dumps and of the zoo id when None, so pattern zoos read as before",
+    )
 
     @model_validator(mode="after")
     def _shares_sum_to_one(self) -> ZooConfig:
@@ -238,7 +244,23 @@ class ZooConfig(Strict):
             total = sum(part.share for part in self.architecture)
             if abs(total - 1.0) > 1e-6:
                 raise ValueError(f"architecture: the shares sum to {total:g}, not 1")
+        if self.language is not None:
+            other = sorted({s.family for s in self.spaces()} - {"transformer"})
+            if other:
+                raise ValueError(f"architecture: a language zoo trains the transformer family, not {', '.join(other)}")
         return self
+
+    @model_serializer(mode="wrap")
+    def _without_absent_task(self, handler):
+        data = handler(self)
+        if self.language is None and isinstance(data, dict):
+            data.pop("language", None)
+        return data
+
+    @property
+    def task(self) -> str:
+        """``patterns`` or ``language``: which batch task makes the records."""
+        return "patterns" if self.language is None else "language"
 
     def training_for(self, part: int | None) -> TrainingConfig:
         """The training recipe of mixture part ``part`` (None: a single space): its own, or the zoo's."""

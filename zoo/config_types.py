@@ -8,8 +8,15 @@ setting, and ``zoo.config`` can gather the family spaces without an import cycle
 from __future__ import annotations
 
 import re
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+Device = Literal["auto", "cpu", "cuda", "mps"]
+"""Where torch runs; every config's ``device`` field (resolved by ``zoo.runtime.resolve_device``)."""
+
+DEVICE_HELP = "auto: CUDA when torch sees one, else Apple's mps when present, else the CPU"
 
 
 class ConfigError(ValueError):

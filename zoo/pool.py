@@ -23,8 +23,10 @@ zoo (``zoo probe zoo --workers N``) run their tasks here:
 - An error raised by a task itself is not a lost worker: it propagates.
 
 ``ray_connection(address)`` uses the Ray found in the process or connects to /
-starts one and shuts it down afterwards; ``check_resources`` fails fast, in one
-line, when no node can hold even one worker.
+starts one and shuts it down afterwards; ``check_reachable(address)``
+(``zoo.ray_address``) refuses, in one line and within seconds, an address where no
+cluster answers, so a command can check it before it writes anything;
+``check_resources`` fails fast, in one line, when no node can hold even one worker.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from zoo.ray_address import RayConnectionError, check_reachable, ray_endpoint  # noqa: F401 (re-exported)
 
 TASK_ATTEMPTS = 3
 """A task whose worker dies this many times fails the run (a crash it causes itself, e.g. out of memory)."""
@@ -54,10 +58,6 @@ class TaskFailedError(RuntimeError):
 
 class WorkersUnavailableError(ValueError):
     """No worker can run: no node fits one (e.g. a GPU asked for where there is none), or none starts."""
-
-
-class RayConnectionError(ValueError):
-    """The address names no reachable Ray cluster."""
 
 
 def lost_worker_errors() -> tuple[type[BaseException], ...]:

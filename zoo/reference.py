@@ -241,6 +241,18 @@ def render_config() -> str:
 # ---------------------------------------------------------------- records.md
 
 
+def _language_records(type_text) -> list[str]:
+    """Schema version 3: the records of a language zoo (``zoo.factory.language_schema``)."""
+    from zoo.factory.language_schema import LANGUAGE_COLUMN_DOCS, LANGUAGE_METRIC_FIELDS, LANGUAGE_SCHEMA_VERSION, language_record_schema
+
+    lines = ["", f"## Schema version {LANGUAGE_SCHEMA_VERSION}: language records", "",
+             "A language zoo (`language:` in its config) writes one record per trained model:", "",
+             "| column | Arrow type | description |", "|---|---|---|"]  # fmt: skip
+    lines += [f"| `{f.name}` | `{_cell(type_text(f.type))}` | {_cell(LANGUAGE_COLUMN_DOCS[f.name])} |" for f in language_record_schema(1)]
+    lines += ["", "Its `metrics` fields:", "", "| field | Arrow type | description |", "|---|---|---|"]
+    return lines + [f"| `{name}` | `{typ}` | {_cell(text)} |" for name, typ, text in LANGUAGE_METRIC_FIELDS]
+
+
 def render_records() -> str:
     import pyarrow as pa
 
@@ -282,7 +294,7 @@ def render_records() -> str:
     for name, struct in structs:
         lines += ["", f"## `{name}` fields", "", "| field | Arrow type |", "|---|---|"]
         lines += [f"| `{child.name}` | `{_cell(type_text(child.type))}` |" for child in struct]
-    older = [v for v in READABLE_VERSIONS if v != SCHEMA_VERSION]
+    older = [v for v in READABLE_VERSIONS if v < SCHEMA_VERSION]
     for version in older:
         old = record_schema(marker, version)
         changes = []
@@ -294,6 +306,7 @@ def render_records() -> str:
         changes += [f"- `{name}`: only in version {version}" for name in old.names if name not in schema.names]
         lines += ["", f"## Schema version {version}", "", "Read and upgraded on the fly (`upgrade_table`); it differs in:", ""]
         lines += changes or ["- nothing"]
+    lines += _language_records(type_text)
     lines.append("")
     return "\n".join(lines)
 

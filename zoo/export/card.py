@@ -17,9 +17,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import yaml
 
-from zoo.export.common import CONFIG_FILE, ExportError, ZooFolder, open_zoo, write_text_atomic
+from zoo.export.common import CONFIG_FILE, ExportError, ZooFolder, open_zoo
 from zoo.export.splits import SPLITS_FILE, check_split_files, load_splits, split_counts
 from zoo.factory.schema import COLUMN_DOCS
+from zoo.storage import Store, resolve
 
 CARD_FILE = "README.md"
 MARKER = "<!-- written by `zoo card`: rerunning it replaces this file -->"
@@ -39,11 +40,11 @@ def size_category(rows: int) -> str:
 
 def data_files(folder: ZooFolder) -> dict[str, list[str]]:
     """Per split, the Parquet files (relative to the folder) that hold exactly its rows."""
-    if (folder.path / SPLITS_FILE).is_file():
-        splits = load_splits(folder.path)
-        check_split_files(folder.path, splits)
+    if folder.store.is_file(SPLITS_FILE):
+        splits = load_splits(folder.store)
+        check_split_files(folder.store, splits)
         return splits.data_files()
-    return {"train": [str(path.relative_to(folder.path)) for path in folder.shards]}
+    return {"train": folder.shard_names}
 
 
 def front_matter(folder: ZooFolder, files: dict[str, list[str]], license: str = LICENSE) -> dict:
@@ -128,12 +129,12 @@ def _statistics_section(summary: dict) -> str:
 
 
 def _splits_section(folder: ZooFolder) -> str:
-    if not (folder.path / SPLITS_FILE).is_file():
+    if not folder.store.is_file(SPLITS_FILE):
         return (
             "## Splits\n\nNo split was made: every record is in `train`. `zoo split` assigns train, validation, "
             "test and out-of-distribution splits by batch.\n"
         )
-    splits = load_splits(folder.path)
+    splits = load_splits(folder.store)
     rows = [[f"`{name}`", f"{batches:,}", f"{n:,}", str(files)] for name, batches, n, files in split_counts(splits)]
     options = yaml.safe_dump(splits.options.model_dump(mode="json"), sort_keys=False).strip()
     return (
@@ -167,7 +168,7 @@ print(row["patterns"], row["corrupted_pattern"], clean(tokens), degraded(tokens)
 """
 
 
-def build_card(zoo_dir: str | Path, *, repo_id: str | None = None, license: str = LICENSE) -> str:
+def build_card(zoo_dir: str | Path | Store, *, repo_id: str | None = None, license: str = LICENSE) -> str:
     """The card's text for a verified zoo folder."""
     from zoo.factory.summary import summarize
 
@@ -175,9 +176,9 @@ def build_card(zoo_dir: str | Path, *, repo_id: str | None = None, license: str 
     files = data_files(folder)
     if not files:
         raise ExportError(f"{folder.path}: no split holds records")
-    summary = summarize(folder.path)
+    summary = summarize(folder.store)
     head = yaml.safe_dump(front_matter(folder, files, license), sort_keys=False, width=1000)
-    config_text = (folder.path / CONFIG_FILE).read_text().strip()
+    config_text = folder.store.read_bytes(CONFIG_FILE).decode("utf-8", "replace").strip()
     intro = (
         f"# zoo {folder.info.zoo_id}\n\n"
         f"A model zoo made by zoo: {summary['rows']:,} (degraded, clean) pairs of small "
@@ -205,16 +206,21 @@ def build_card(zoo_dir: str | Path, *, repo_id: str | None = None, license: str 
 def _probe_hash(folder: ZooFolder) -> str:
     if not folder.shards:
         return "-"
-    return pq.read_table(folder.shards[0], columns=["probe_hash"]).column("probe_hash")[0].as_py()[:16]
+    table = pq.read_table(folder.shard_keys[0], columns=["probe_hash"], filesystem=folder.filesystem)
+    return table.column("probe_hash")[0].as_py()[:16]
 
 
-def write_card(zoo_dir: str | Path, *, repo_id: str | None = None, license: str = LICENSE, overwrite: bool = False) -> Path:
-    """Write ``README.md`` atomically; a README that ``zoo card`` did not write is only replaced with ``overwrite``."""
-    path = Path(zoo_dir) / CARD_FILE
-    text = build_card(zoo_dir, repo_id=repo_id, license=license)
-    if path.is_file() and not overwrite and MARKER not in path.read_text(errors="replace"):
+def write_card(
+    zoo_dir: str | Path | Store, *, repo_id: str | None = None, license: str = LICENSE, overwrite: bool = False
+) -> Path | str:
+    """Write ``README.md`` atomically (a folder or a URI); a README that ``zoo card`` did not write is only
+    replaced with ``overwrite``. Returns where it went (a ``Path`` in a folder, else the URI)."""
+    store = resolve(zoo_dir)
+    text = build_card(store, repo_id=repo_id, license=license)
+    path = Path(store.display(CARD_FILE)) if store.local else store.display(CARD_FILE)
+    if store.is_file(CARD_FILE) and not overwrite and MARKER not in store.read_bytes(CARD_FILE).decode(errors="replace"):
         raise FileExistsError(f"{path}: exists and was not written by `zoo card` (pass --overwrite to replace it)")
-    write_text_atomic(path, text)
+    store.write_bytes(CARD_FILE, text.encode())  # fsynced and renamed into place, or one PUT
     return path
 
 

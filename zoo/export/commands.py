@@ -60,6 +60,7 @@ def cmd_split(args: argparse.Namespace) -> int:
         ood_widths=args.ood_widths,
         ood_depths=args.ood_depths,
         ood_patterns=args.ood_patterns,
+        ood_families=args.ood_families,
     )
     from zoo.progress import progress_bar
 
@@ -144,7 +145,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "interpreters: each record's weights and signatures as text, and the answer. The file appears only "
         "when complete; examples over --max-chars are skipped, never truncated.",
     )
-    p.add_argument("dir", help="zoo folder")
+    p.add_argument("dir", help="zoo folder or pyarrow.fs URI (s3://bucket/zoo)")
     p.add_argument(
         "--task", required=True, choices=TASKS,
         help="modification: a degraded model and its corrupted pattern in, the clean weights out; "
@@ -172,11 +173,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "in one split; write splits.json and one folder of Parquet files per split. Rerunning with the same "
         "options changes nothing.",
     )
-    p.add_argument("dir", help="zoo folder")
+    p.add_argument("dir", help="zoo folder or pyarrow.fs URI (s3://bucket/zoo)")
     p.add_argument("--seed", type=int, default=0, help="seed of the assignment")
     p.add_argument("--validation", type=float, default=0.1, help="validation's share of in-distribution batches")
     p.add_argument("--test", type=float, default=0.1, help="test's share of in-distribution batches")
     p.add_argument("--group", default="batch", choices=("batch", "pattern_set"), help="unit kept in one split")
+    p.add_argument("--ood-families", help="subject families, e.g. transformer -> ood_architecture (a family never seen in training)")
     p.add_argument("--ood-activations", help="comma list, e.g. gelu,tanh -> ood_architecture")
     p.add_argument("--ood-widths", help="widths or ranges, e.g. 38-40,12 -> ood_architecture")
     p.add_argument("--ood-depths", help="comma list of layer counts -> ood_architecture")
@@ -192,7 +194,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "files per split, the generating config, the record columns, the pattern table, accuracy and "
         "degradation statistics, and a loading snippet.",
     )
-    p.add_argument("dir", help="zoo folder")
+    p.add_argument("dir", help="zoo folder or pyarrow.fs URI (s3://bucket/zoo)")
     p.add_argument("--repo-id", help="USER/NAME used in the card's loading snippet")
     p.add_argument("--license", default="apache-2.0", help="license named in the card's front matter")
     p.add_argument("--overwrite", action="store_true", help="replace a README.md that zoo card did not write")
@@ -206,7 +208,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "interruption uploads only what is missing or changed. Needs a token (HF_TOKEN or `hf auth login`) "
         "and a current card (`zoo card`); --dry-run needs neither the token nor the network.",
     )
-    p.add_argument("dir", help="zoo folder")
+    p.add_argument("dir", help="zoo folder or pyarrow.fs URI (s3://bucket/zoo)")
     p.add_argument("--repo-id", required=True, help="USER/NAME")
     p.add_argument("--private", action="store_true", help="create the repository private")
     p.add_argument(

@@ -27,6 +27,7 @@ import numpy as np
 
 from zoo.export import LAYOUTS, MODELS, TASKS
 from zoo.export.common import ExportError, ZooFolder, commit_file, open_zoo, refuse_existing, temporary_path
+from zoo.storage import is_uri
 from zoo.subjects.families import UnsupportedFamily, require_families, require_family
 from zoo.subjects.families.mlp import Architecture
 
@@ -372,10 +373,10 @@ def iter_examples(
     if split is not None:
         from zoo.export.splits import load_splits
 
-        keep = set(load_splits(folder.path).batches(split))
+        keep = set(load_splits(folder.store).batches(split))
     ctx = PromptContext.of(folder)
     seen_clean: set[int] = set()
-    for batch in iter_batches(folder.path, batch_size=64):
+    for batch in iter_batches(folder.store, batch_size=64):
         for row in batch.to_pylist():
             if keep is not None and row["batch_id"] not in keep:
                 continue
@@ -416,6 +417,8 @@ def export_jsonl(
     skipped, never truncated, and counted in the report; if no example is left,
     nothing is written and ``ExportError`` says why.
     """
+    if is_uri(out):  # else a URI would become a local folder named "s3:"
+        raise ExportError(f"--out: {out} is a URI; export writes a local .jsonl file (copy it to the store after)")
     out = Path(out)
     refuse_existing(out, overwrite)
     if max_chars is not None and max_chars < 1:

@@ -20,6 +20,8 @@ text that reaches the user has it masked.
 from __future__ import annotations
 
 import hashlib
+import io
+import json
 import os
 import re
 from collections.abc import Callable, Iterable
@@ -30,6 +32,7 @@ from zoo.export.card import CARD_FILE, card_data_files, data_files
 from zoo.export.common import CONFIG_FILE, PROBE_FILE, ExportError, open_zoo
 from zoo.export.splits import SPLITS_FILE, load_splits
 from zoo.factory.manifest import MANIFEST_FILE, ZOO_FILE
+from zoo.storage import Store
 
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}$")
 TOKEN_SHAPE = re.compile(r"^hf_[A-Za-z0-9_]{20,}$")
@@ -43,14 +46,28 @@ class PublishError(ExportError):
 
 @dataclass(frozen=True)
 class LocalFile:
-    """A file to publish, with the two hashes the Hub may report for it."""
+    """A file to publish, with the two hashes the Hub may report for it.
+
+    ``local_path`` is a ``Path`` for a zoo in a folder, the URI for one on object storage
+    (read through ``store``); ``data`` holds a file made for the upload (the manifest of a
+    zoo on object storage, as one ``manifest.jsonl``)."""
 
     path_in_repo: str
-    local_path: Path
+    local_path: Path | str
     size: int
     sha256: str
     git_sha1: str
     metadata: bool = False
+    store: Store | None = field(default=None, compare=False, repr=False)
+    data: bytes | None = field(default=None, compare=False, repr=False)
+
+    def source(self):
+        """What ``CommitOperationAdd`` uploads: a path, the bytes, or an open file on the store."""
+        if self.data is not None:
+            return self.data
+        if self.store is None or self.store.local:
+            return str(self.local_path)
+        return io.BufferedReader(self.store.open_input(self.path_in_repo))  # the Hub client takes BufferedIOBase
 
 
 @dataclass(frozen=True)
@@ -96,10 +113,30 @@ def hashes(path: Path) -> tuple[str, str]:
     return sha256.hexdigest(), sha1.hexdigest()
 
 
-def _local(folder: Path, relative: str, metadata: bool) -> LocalFile:
-    path = folder / relative
-    sha256, sha1 = hashes(path)
-    return LocalFile(relative, path, path.stat().st_size, sha256, sha1, metadata)
+def _digests(blocks: Iterable[bytes], size: int) -> tuple[str, str]:
+    sha256 = hashlib.sha256()
+    sha1 = hashlib.sha1(f"blob {size}\0".encode())
+    for block in blocks:
+        sha256.update(block)
+        sha1.update(block)
+    return sha256.hexdigest(), sha1.hexdigest()
+
+
+def _local(store: Store, relative: str, metadata: bool) -> LocalFile:
+    """A zoo file to publish, hashed where it lies (a folder or object storage), read once."""
+    if store.local:
+        path = Path(store.display(relative))
+        return LocalFile(relative, path, path.stat().st_size, *hashes(path), metadata, store)
+    size = store.size(relative)
+    if size is None:
+        raise PublishError(f"{store.display(relative)}: missing")
+    with store.fs.open_input_stream(store.key(relative)) as handle:
+        digests = _digests(iter(lambda: handle.read(1 << 20), b""), size)
+    return LocalFile(relative, store.display(relative), size, *digests, metadata, store)
+
+
+def _made(store: Store, relative: str, data: bytes) -> LocalFile:
+    return LocalFile(relative, store.display(relative), len(data), *_digests([data], len(data)), True, store, data)
 
 
 def _is_data_path(path: str) -> bool:
@@ -157,28 +194,30 @@ def plan_upload(
 def local_files(zoo_dir: str | Path, *, with_shards: bool = False) -> list[LocalFile]:
     """The files a publish uploads, after checking the zoo verifies and the card lists its data files."""
     folder = open_zoo(zoo_dir)
-    root = folder.path
-    card = root / CARD_FILE
-    if not card.is_file():
+    store, root = folder.store, folder.path
+    if not store.is_file(CARD_FILE):
         raise PublishError(f"{root}: no {CARD_FILE}; run `zoo card {root}` first")
     expected = data_files(folder)
-    if card_data_files(card.read_text(errors="replace")) != expected:
-        raise PublishError(f"{card}: lists other data files than the zoo has; rerun `zoo card {root}`")
+    if card_data_files(store.read_bytes(CARD_FILE).decode(errors="replace")) != expected:
+        raise PublishError(f"{store.display(CARD_FILE)}: lists other data files than the zoo has; rerun `zoo card {root}`")
     for name in (CONFIG_FILE, PROBE_FILE):
-        if not (root / name).is_file():
+        if not store.is_file(name):
             raise PublishError(f"{root}: no {name} (zoo generate writes it)")
     meta = [ZOO_FILE, CONFIG_FILE, PROBE_FILE, CARD_FILE]
-    split = (root / SPLITS_FILE).is_file()
+    split = store.is_file(SPLITS_FILE)
     data = [p for paths in expected.values() for p in paths]
     if split:
         meta.append(SPLITS_FILE)
+    made = []
     if not split or with_shards:
-        meta.append(MANIFEST_FILE)
-        shards = [str(p.relative_to(root)) for p in folder.shards]
-        data += [name for name in shards if name not in data]
-    files = [_local(root, name, True) for name in meta] + [_local(root, name, False) for name in data]
+        if store.is_file(MANIFEST_FILE) or store.local:
+            meta.append(MANIFEST_FILE)
+        else:  # the object layout (one entry per shard): the Hub gets the same entries as one manifest.jsonl
+            made.append(_made(store, MANIFEST_FILE, "".join(json.dumps(e, separators=(",", ":")) + "\n" for e in folder.manifest).encode()))
+        data += [name for name in folder.shard_names if name not in data]
+    files = [_local(store, name, True) for name in meta] + made + [_local(store, name, False) for name in data]
     if split:
-        listed = {f["path"]: f["sha256"] for entries in load_splits(root).files.values() for f in entries}
+        listed = {f["path"]: f["sha256"] for entries in load_splits(store).files.values() for f in entries}
         for item in files:
             if item.path_in_repo in listed and listed[item.path_in_repo] != item.sha256:
                 raise PublishError(f"{item.local_path}: differs from {SPLITS_FILE}; rerun `zoo split {root}`")
@@ -321,7 +360,7 @@ def publish(
             f"{len(plan.uploads)} to upload in {len(plan.commits)} commits"
         )
         for i, commit in enumerate(plan.commits, start=1):
-            operations = [CommitOperationAdd(f.path_in_repo, str(f.local_path)) for f in commit]
+            operations = [CommitOperationAdd(f.path_in_repo, f.source()) for f in commit]
             if i == len(plan.commits) and delete_stale:
                 operations += [CommitOperationDelete(path) for path in plan.stale]
             kind = "metadata and card" if commit and commit[0].metadata else "data files"

@@ -5,8 +5,9 @@ A batch owns one pattern-set draw, one architecture draw and one initialization
 never the row: a clean model never sits in two splits. ``group="pattern_set"``
 goes further and keeps every batch with the same pattern set in one split.
 
-Out-of-distribution splits come first: a batch whose architecture uses a held-out
-activation, depth or width goes to ``ood_architecture``; otherwise a batch whose
+Out-of-distribution splits come first: a batch of a held-out subject family
+(``ood_families``), or whose architecture uses a held-out activation, depth or width,
+goes to ``ood_architecture``; otherwise a batch whose
 pattern set contains a held-out combination goes to ``ood_patterns``. The rest is
 split by a hash of ``(seed, group key)``: a group's split does not depend on the
 other groups, so a zoo that grows keeps the assignment of the batches it had
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import posixpath
 import shutil
 import uuid
 from collections.abc import Mapping
@@ -38,12 +40,13 @@ from pydantic import Field, model_validator
 
 from zoo.config import Activation, IntRange, Strict, parse_config
 from zoo.export import SPLIT_NAMES
-from zoo.export.common import ExportError, ZooFolder, open_zoo, write_text_atomic
+from zoo.export.common import ExportError, ZooFolder, open_zoo
 from zoo.factory.manifest import read_manifest, read_zoo_info
 from zoo.factory.reader import read_records
 from zoo.factory.schema import META_PREFIX, upgrade_table
-from zoo.atomic import fsync_path, replace_dir
-from zoo.factory.shards import CONTENT_KEY, encoding_options, file_sha256
+from zoo.atomic import replace_dir
+from zoo.factory.shards import CONTENT_KEY, encoding_options, store_sha256
+from zoo.storage import Store, resolve
 from zoo.subjects.families import architecture_of
 
 SPLITS_FILE = "splits.json"
@@ -64,6 +67,11 @@ class SplitOptions(Strict):
     test: float = Field(0.1, ge=0.0, lt=1.0, description="share of the (non-OOD) groups in test")
     group: Literal["batch", "pattern_set"] = Field(
         "batch", description="the unit assigned to a split: each batch, or all batches with the same pattern set"
+    )
+    ood_families: list[str] = Field(
+        [],
+        description="held-out subject families (e.g. transformer): every batch of one goes to ood_architecture, so a "
+        "reader trained on the other families is tested on a family it never saw",
     )
     ood_activations: list[Activation] = Field(
         [], description="held-out activations: a batch using one goes to ood_architecture"
@@ -91,6 +99,12 @@ class SplitOptions(Strict):
         """Held-out values must be ones the zoo's config can draw, or they would hold out nothing."""
         from zoo.patterns.library import selectable
 
+        drawn = sorted({space.family for space in folder.config.spaces()})
+        for family in self.ood_families:
+            if family not in drawn:
+                raise ExportError(f"--ood-families: {family} is not a family the config draws ({', '.join(drawn)})")
+        if self.ood_families and set(drawn) <= set(self.ood_families):
+            raise ExportError(f"--ood-families: holding out {', '.join(drawn)} leaves no family to train on")
         mlps = folder.config.spaces("mlp")
         if not mlps and (self.ood_activations or self.ood_widths or self.ood_depths):
             raise ExportError("--ood-activations, --ood-widths and --ood-depths hold out mlp subjects; this zoo has none")
@@ -144,6 +158,7 @@ def options_from_cli(
     ood_widths: str | None = None,
     ood_depths: str | None = None,
     ood_patterns: str | None = None,
+    ood_families: str | None = None,
 ) -> SplitOptions:
     """Options from the command line's comma lists (``+`` joins patterns of one combination)."""
     def names(text: str | None) -> list[str]:
@@ -158,6 +173,7 @@ def options_from_cli(
         "validation": validation,
         "test": test,
         "group": group,
+        "ood_families": names(ood_families),
         "ood_activations": names(ood_activations),
         "ood_widths": parse_int_ranges(ood_widths or ""),
         "ood_depths": depths,
@@ -192,6 +208,8 @@ class BatchFacts:
 
 def ood_split(facts: BatchFacts, options: SplitOptions) -> str | None:
     """``ood_architecture``, ``ood_patterns`` or None (in distribution)."""
+    if facts.family in options.ood_families:
+        return "ood_architecture"
     if facts.family == "mlp" and (  # the architecture options describe MLPs (``check_against``)
         facts.activation in options.ood_activations
         or facts.n_layers in options.ood_depths
@@ -327,22 +345,22 @@ class Splits:
         return cls(data["zoo_id"], parse_config(data["options"], SplitOptions), assignment, data["rows"], data["files"])
 
 
-def load_splits(zoo_dir: str | Path) -> Splits:
-    """The zoo's splits; refuses a missing file and one made for other batches (a zoo that grew since)."""
-    zoo_dir = Path(zoo_dir)
-    path = zoo_dir / SPLITS_FILE
-    if not path.is_file():
+def load_splits(zoo_dir: str | Path | Store) -> Splits:
+    """The zoo's splits (a folder or a URI); refuses a missing file and one made for other batches (a zoo that grew since)."""
+    store = resolve(zoo_dir)
+    zoo_dir, path = store.name, store.display(SPLITS_FILE)
+    if not store.is_file(SPLITS_FILE):
         raise SplitsError(f"{zoo_dir}: no {SPLITS_FILE}; run `zoo split {zoo_dir}` first")
     try:
-        splits = Splits.from_json(json.loads(path.read_text()))
+        splits = Splits.from_json(json.loads(store.read_bytes(SPLITS_FILE)))
     except (ValueError, KeyError, TypeError) as error:
         if isinstance(error, ExportError):
             raise
         raise SplitsError(f"{path}: unreadable ({type(error).__name__}: {error})") from None
-    zoo_id = read_zoo_info(zoo_dir).zoo_id
+    zoo_id = read_zoo_info(store).zoo_id
     if splits.zoo_id != zoo_id:
         raise SplitsError(f"{path}: made for zoo {splits.zoo_id!r}, this folder holds {zoo_id!r}; rerun `zoo split {zoo_dir}`")
-    listed = {int(b) for entry in read_manifest(zoo_dir) for b in entry["batches"]}
+    listed = {int(b) for entry in read_manifest(store) for b in entry["batches"]}
     if set(splits.assignment) != listed:
         raise SplitsError(
             f"{path}: covers {len(splits.assignment)} batches, the manifest lists {len(listed)}; "
@@ -351,14 +369,16 @@ def load_splits(zoo_dir: str | Path) -> Splits:
     return splits
 
 
-def check_split_files(zoo_dir: str | Path, splits: Splits, *, hashes: bool = False) -> None:
-    """Every split file exists with the size (and, with ``hashes``, the sha256) ``splits.json`` lists."""
+def check_split_files(zoo_dir: str | Path | Store, splits: Splits, *, hashes: bool = False) -> None:
+    """Every split file exists with the size (and, with ``hashes``, the sha256) ``splits.json`` lists
+    (a listed path that would leave the zoo is refused, never opened)."""
+    store = resolve(zoo_dir)
     for files in splits.files.values():
         for entry in files:
-            path = Path(zoo_dir) / entry["path"]
-            if not path.is_file() or path.stat().st_size != entry["bytes"]:
+            rel, path = entry["path"], store.display(entry["path"])
+            if store.size(rel) != entry["bytes"]:
                 raise SplitsError(f"{path}: missing or changed since `zoo split`; rerun it")
-            if hashes and file_sha256(path) != entry["sha256"]:
+            if hashes and store_sha256(store, rel) != entry["sha256"]:
                 raise SplitsError(f"{path}: sha256 differs from {SPLITS_FILE}; rerun `zoo split`")
 
 
@@ -367,9 +387,10 @@ def _shared_metadata(schema: pa.Schema) -> dict[bytes, bytes]:
 
 
 class _SplitWriter:
-    """Rows of one split, buffered and written as numbered Parquet files of at most ``rows_per_file`` rows."""
+    """Rows of one split, buffered and written as numbered Parquet files of at most ``rows_per_file`` rows,
+    each one whole object under ``root`` (a folder of the zoo's store: the staging folder, or ``splits``)."""
 
-    def __init__(self, name: str, root: Path, folder: ZooFolder, rows_per_file: int):
+    def __init__(self, name: str, root: str, folder: ZooFolder, rows_per_file: int):
         self.name, self.root, self.folder, self.rows_per_file = name, root, folder, rows_per_file
         self.buffer: list[pa.Table] = []
         self.buffered = 0
@@ -391,21 +412,24 @@ class _SplitWriter:
         head, rest = table.slice(0, rows), table.slice(rows)
         self.buffer, self.buffered = ([rest] if rest.num_rows else []), rest.num_rows
         relative = f"{SPLITS_DIR}/{self.name}/{self.name}-{len(self.files):05d}.parquet"
-        path = self.root / self.name / f"{self.name}-{len(self.files):05d}.parquet"
-        path.parent.mkdir(parents=True, exist_ok=True)
+        rel = f"{self.root}/{self.name}/{self.name}-{len(self.files):05d}.parquet"
         storage = self.folder.config.storage
         metadata = {**_shared_metadata(head.schema), f"{META_PREFIX}split".encode(): self.name.encode()}
         head = head.replace_schema_metadata(metadata)
+        sink = pa.BufferOutputStream()
         pq.write_table(
             head,
-            path,
+            sink,
             compression=None if storage.compression == "none" else storage.compression,
             row_group_size=storage.row_group_rows,
             write_statistics=["batch_id", "pair_index"],
             **encoding_options(head),
         )
-        fsync_path(path)
-        self.files.append({"path": relative, "rows": head.num_rows, "bytes": path.stat().st_size, "sha256": file_sha256(path)})
+        data = sink.getvalue()
+        self.folder.store.makedirs(posixpath.dirname(rel))
+        self.folder.store.write_bytes(rel, data)  # fsynced (a folder) or one PUT (object storage)
+        sha256 = hashlib.sha256(memoryview(data)).hexdigest()
+        self.files.append({"path": relative, "rows": head.num_rows, "bytes": data.size, "sha256": sha256})
 
 
 def _rows_per_file(folder: ZooFolder) -> int:
@@ -420,18 +444,21 @@ def write_splits(
 
     A ``splits.json`` made with other options is only replaced with ``overwrite``;
     with the same options the split is refreshed (a grown zoo keeps its old
-    batches' splits). Split files are built in a temporary folder that replaces
-    ``splits/`` whole; a crash leaves the old ``splits.json`` and files, or a
-    ``splits.json`` whose listed files ``check_split_files`` finds changed. ``progress(done, total,
-    what)``, when given, is told each shard read (``zoo.progress``).
+    batches' splits). On a folder, split files are built in a temporary folder that
+    replaces ``splits/`` whole; on object storage (no rename) each file is one PUT over
+    its old self and files no longer listed are deleted after ``splits.json``. A crash
+    leaves the old ``splits.json`` and files, or a ``splits.json`` whose listed files
+    ``check_split_files`` finds changed. ``zoo_dir`` is a folder or a URI. ``progress(done,
+    total, what)``, when given, is told each shard read (``zoo.progress``).
     """
     folder = open_zoo(zoo_dir)
+    store = folder.store
     options.check_against(folder)
-    existing_path = folder.path / SPLITS_FILE
-    if existing_path.is_file() and not overwrite:
-        try:
-            previous = json.loads(existing_path.read_text()).get("options")
-        except ValueError:
+    existing_path = store.display(SPLITS_FILE)
+    if store.is_file(SPLITS_FILE) and not overwrite:
+        try:  # read with today's defaults: a field added since (ood_families) is not a difference
+            previous = parse_config(json.loads(store.read_bytes(SPLITS_FILE)).get("options"), SplitOptions).model_dump(mode="json")
+        except (ValueError, TypeError, AttributeError):
             previous = None
         wanted = options.model_dump(mode="json")
         if previous != wanted:
@@ -443,17 +470,18 @@ def write_splits(
     if rows_per_file is not None and rows_per_file < 1:
         raise ExportError(f"--rows-per-file must be positive, not {rows_per_file}")
     assignment = assign(batch_facts(folder), options)
-    for leftover in folder.path.glob(f".{SPLITS_DIR}-*.tmp"):  # a killed `zoo split` (one runs at a time)
-        shutil.rmtree(leftover, ignore_errors=True)
+    if store.local:
+        for leftover in store.local_path().glob(f".{SPLITS_DIR}-*.tmp"):  # a killed `zoo split` (one runs at a time)
+            shutil.rmtree(leftover, ignore_errors=True)
     per_file = rows_per_file or _rows_per_file(folder)
-    staging = folder.path / f".{SPLITS_DIR}-{uuid.uuid4().hex[:8]}.tmp"
+    staging = f".{SPLITS_DIR}-{uuid.uuid4().hex[:8]}.tmp" if store.local else SPLITS_DIR
     try:
         writers = {name: _SplitWriter(name, staging, folder, per_file) for name in SPLIT_NAMES}
         lookup = np.vectorize(lambda b: SPLIT_NAMES.index(assignment[int(b)]), otypes=[np.int8])
-        for done, shard in enumerate(folder.shards):
+        for done, shard in enumerate(folder.shard_keys):
             if progress is not None:
-                progress(done, len(folder.shards), "writing split files (shards read)")
-            table = upgrade_table(pq.read_table(shard))
+                progress(done, len(folder.shard_keys), "writing split files (shards read)")
+            table = upgrade_table(pq.read_table(shard, filesystem=store.fs))
             if table.num_rows == 0:
                 continue
             index = lookup(table.column("batch_id").to_numpy())
@@ -464,11 +492,24 @@ def write_splits(
         files = {name: writer.close() for name, writer in writers.items()}
         rows = {name: sum(f["rows"] for f in files[name]) for name in SPLIT_NAMES}
         splits = Splits(folder.info.zoo_id, options, assignment, rows, files)
-        replace_dir(staging, folder.path / SPLITS_DIR)
-        write_text_atomic(existing_path, _dumps(splits.to_json()))
+        if store.local:
+            replace_dir(store.local_path(staging), store.local_path(SPLITS_DIR))
+        store.write_bytes(SPLITS_FILE, _dumps(splits.to_json()).encode())
+        if not store.local:
+            _delete_unlisted(store, splits)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        if store.local:
+            shutil.rmtree(store.local_path(staging), ignore_errors=True)
     return splits
+
+
+def _delete_unlisted(store: Store, splits: Splits) -> None:
+    """Object storage: remove split files of an earlier split that the new ``splits.json`` does not list."""
+    listed = {entry["path"] for files in splits.files.values() for entry in files}
+    for name in SPLIT_NAMES:
+        for file in store.list(f"{SPLITS_DIR}/{name}"):
+            if f"{SPLITS_DIR}/{name}/{file}" not in listed:
+                store.delete(f"{SPLITS_DIR}/{name}/{file}")
 
 
 def _dumps(data: dict) -> str:

@@ -60,8 +60,23 @@ def zoo_identity(config: ZooConfig) -> tuple[str, str]:
     return f"{config.name}-{config_hash[:8]}", config_hash
 
 
-def probe_set(config: ZooConfig) -> ProbeSet:
+def probe_set(config: ZooConfig):
+    """The zoo's fixed probe set: a ``ProbeSet`` of sequences per pattern, or, for a language zoo,
+    ``LanguageProbes`` (one labelled corpus per grammar). Either has ``hash`` and ``to_arrow``."""
+    if config.language is not None:
+        from zoo.factory.language import language_probes
+
+        return language_probes(config)
     return sampler_for(config.patterns).probe_set(config.seed)
+
+
+def written_version(config: ZooConfig) -> int:
+    """The record schema version the zoo's records are written in: 2 (pattern pairs) or 3 (language models)."""
+    if config.language is not None:
+        from zoo.factory.language_schema import LANGUAGE_SCHEMA_VERSION
+
+        return LANGUAGE_SCHEMA_VERSION
+    return SCHEMA_VERSION
 
 
 def task_batches(config: ZooConfig, batches: int | None = None) -> list[tuple[int, ...]]:
@@ -162,9 +177,14 @@ def benchmark_scores(family: Family, pop, plans: list[BatchPlan]) -> Scores:
 
 
 def run_task(config: ZooConfig, batch_ids: tuple[int, ...], device: torch.device | None = None) -> tuple[pa.Table, TaskStats]:
-    """Train, filter and fingerprint every model of ``batch_ids``; one record per kept pair."""
-    start = time.perf_counter()
+    """Train, filter and fingerprint every model of ``batch_ids``; one record per kept pair
+    (a language zoo: one record per model, ``zoo.factory.language``)."""
     device = resolve_device(config.training.device) if device is None else device
+    if config.language is not None:
+        from zoo.factory.language import run_language_task
+
+        return run_language_task(config, batch_ids, device)
+    start = time.perf_counter()
     plans = [plan_batch(config, b) for b in batch_ids]
     outcomes = _train(config, plans, device)
     train_seconds = time.perf_counter() - start

@@ -19,5 +19,5 @@ def load_model(row: dict, which: Literal["clean", "degraded"] = "clean") -> nn.M
     if which not in ("clean", "degraded"):
         raise ValueError(f"which must be 'clean' or 'degraded', not {which!r}")
     architecture = architecture_of(row["architecture"])
-    weights = np.asarray(row[f"{which}_weights"], dtype=np.float32)
+    weights = np.asarray(row["weights" if "weights" in row else f"{which}_weights"], dtype=np.float32)  # language: one model
     return family_of(architecture).build_module(architecture, weights)

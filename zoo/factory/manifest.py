@@ -44,11 +44,15 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from pyarrow.fs import FileType
+
 from zoo.factory.schema import SCHEMA_VERSION
 from zoo.factory.shards import DATA_DIR, SHARD_NAME, ShardInfo, parse_shard_name, store_sha256, stored_shards
 from zoo.storage import Store, StorageError, resolve
 
 ZOO_FILE = "zoo.json"
+LOCK_FILE = ".zoo.lock"
+"""A local zoo's lock: created empty by the first run, never written, replaced or deleted (``flock`` on it)."""
 MANIFEST_FILE = "manifest.jsonl"
 """The local layout's manifest: one line per finished shard."""
 MANIFEST_DIR = "manifest"
@@ -93,6 +97,12 @@ def read_zoo_info(out_dir: str | Path | Store) -> ZooInfo:
         return ZooInfo(str(data["zoo_id"]), str(data["config_hash"]), int(data["schema_version"]), str(data["created"]))
     except (ValueError, KeyError, TypeError) as error:
         raise ZooMismatchError(f"{store.display(ZOO_FILE)}: unreadable ({type(error).__name__}: {error})") from None
+
+
+def _first_start_leftover(name: str) -> bool:
+    """What a first start killed before ``zoo.json`` was in place can leave (the lock file, the
+    temporary ``.zoo.json.<pid>-<random>.tmp``): a folder holding only these is still empty."""
+    return name == LOCK_FILE or (name.startswith(f".{ZOO_FILE}.") and name.endswith(".tmp"))
 
 
 def _write_zoo_info(store: Store, info: ZooInfo) -> None:
@@ -292,14 +302,17 @@ class Manifest:
         return self.store.local_path(MANIFEST_FILE) if self.store.local else self.store.display(MANIFEST_FILE)
 
     @classmethod
-    def open(cls, out_dir: str | Path | Store, *, zoo_id: str, config_hash: str, layout: str | None = None) -> Manifest:
+    def open(
+        cls, out_dir: str | Path | Store, *, zoo_id: str, config_hash: str, layout: str | None = None,
+        schema_version: int = SCHEMA_VERSION,
+    ) -> Manifest:
         """Open a zoo for writing, creating it (and ``zoo.json``) when new.
 
         Refuses a folder holding another zoo, or holding files but no ``zoo.json``.
         """
         store = resolve(out_dir)
         store.makedirs()
-        info = cls._identity(store, zoo_id, config_hash)
+        info = cls._identity(store, zoo_id, config_hash, schema_version, create=True)
         lines, valid_length = _read_jsonl(store)
         if valid_length is not None:
             _repair_jsonl(store, valid_length)
@@ -308,13 +321,23 @@ class Manifest:
             raise ValueError(f"unknown manifest layout {layout!r}")
         return cls(store, info, lines + _read_objects(store), layout)
 
+    @classmethod
+    def check(cls, out_dir: str | Path | Store, *, zoo_id: str, config_hash: str, schema_version: int = SCHEMA_VERSION) -> None:
+        """Refuse, writing nothing, a location ``open`` would refuse: a file, a folder holding another
+        zoo, or one holding files but no ``zoo.json`` (a run checks this before it takes the lock)."""
+        cls._identity(resolve(out_dir), zoo_id, config_hash, schema_version, create=False)
+
     @staticmethod
-    def _identity(store: Store, zoo_id: str, config_hash: str) -> ZooInfo:
+    def _identity(store: Store, zoo_id: str, config_hash: str, schema_version: int, *, create: bool) -> ZooInfo | None:
+        if store.info().type == FileType.File:
+            raise ZooMismatchError(f"{store.name}: is a file, not a folder (--out names the zoo's folder)")
         if not store.is_file(ZOO_FILE):
-            others = store.entries("")
+            others = [name for name in store.entries("") if not _first_start_leftover(name)]
             if not others:
+                if not create:
+                    return None
                 created = datetime.now(timezone.utc).isoformat(timespec="seconds")
-                info = ZooInfo(zoo_id, config_hash, SCHEMA_VERSION, created)
+                info = ZooInfo(zoo_id, config_hash, schema_version, created)
                 _write_zoo_info(store, info)
                 return info
             if not store.is_file(ZOO_FILE):  # not one a racing driver of this zoo wrote meanwhile
@@ -328,9 +351,9 @@ class Manifest:
                 f"{store.name}: holds zoo {info.zoo_id!r} with config {info.config_hash}, "
                 f"not zoo {zoo_id!r} with config {config_hash}; use another folder"
             )
-        if info.schema_version != SCHEMA_VERSION:
+        if info.schema_version != schema_version:
             raise ZooMismatchError(
-                f"{store.name}: written with record schema v{info.schema_version}, this zoo writes v{SCHEMA_VERSION}"
+                f"{store.name}: written with record schema v{info.schema_version}, this zoo writes v{schema_version}"
             )
         return info
 
@@ -513,7 +536,7 @@ def clean_stale(out_dir: str | Path | Store) -> list[str]:
 
 
 __all__ = [
-    "CONFIG_FILE", "ENTRY_KEYS", "MANIFEST_DIR", "MANIFEST_FILE", "ORPHANS_DIR", "PROBE_FILE", "REJECTED_FILE",
+    "CONFIG_FILE", "ENTRY_KEYS", "LOCK_FILE", "MANIFEST_DIR", "MANIFEST_FILE", "ORPHANS_DIR", "PROBE_FILE", "REJECTED_FILE",
     "ZOO_FILE", "Listed", "Manifest", "ManifestError", "StorageError", "ZooInfo", "ZooMismatchError",
     "check_entry", "clean_stale", "entry_object", "entry_problem", "read_listing", "read_manifest",
     "read_zoo_info", "shard_rel",

@@ -169,7 +169,6 @@ def _check_identity(store: Store, info, entries: list[dict]) -> list[str]:
     import yaml
 
     from zoo.config import ConfigError, parse_config
-    from zoo.patterns.sampler import ProbeSet
 
     problems = []
     if info.schema_version not in READABLE_VERSIONS:
@@ -183,7 +182,7 @@ def _check_identity(store: Store, info, entries: list[dict]) -> list[str]:
     except (ConfigError, yaml.YAMLError, UnicodeDecodeError) as error:
         problems.append(f"{store.display(CONFIG_FILE)}: unreadable ({str(error).splitlines()[0]})")
     try:
-        probe = ProbeSet.from_arrow(pq.read_table(store.key(PROBE_FILE), filesystem=store.fs))
+        probe = probe_from_arrow(pq.read_table(store.key(PROBE_FILE), filesystem=store.fs))
     except FileNotFoundError:
         return [*problems, f"{store.display(PROBE_FILE)}: missing"]
     except (ValueError, OSError, pa.ArrowException) as error:
@@ -196,6 +195,15 @@ def _check_identity(store: Store, info, entries: list[dict]) -> list[str]:
         if len(named) and named[0].as_py() != probe.hash:
             problems.append(f"{store.display(PROBE_FILE)}: not the probe set the records were fingerprinted on")
     return problems
+
+
+def probe_from_arrow(table: pa.Table):
+    """A zoo's ``probe.parquet`` as what wrote it: a pattern ``ProbeSet`` or ``LanguageProbes``
+    (one corpus per grammar); ``ValueError`` when damaged."""
+    from zoo.languages.probe import LanguageProbes, is_language_probes
+    from zoo.patterns.sampler import ProbeSet
+
+    return LanguageProbes.from_arrow(table) if is_language_probes(table) else ProbeSet.from_arrow(table)
 
 
 def _duplicate_batches(entries: list[dict]) -> list[str]:

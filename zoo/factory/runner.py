@@ -35,9 +35,11 @@ entry is checked against its shard (size and sha256): an entry whose shard is
 missing, truncated, corrupt or listed twice is set aside and its batches run
 again; no shard is deleted. After a complete run, unlisted shards whose batches
 are all listed move to ``orphans/``. A second driver on the same local folder is
-refused while the first holds it (an advisory lock on ``zoo.json``); object
-storage has no lock, but two racing drivers of one zoo write the same shards
-and the same entries.
+refused while the first holds it (an advisory lock on ``.zoo.lock``, taken before
+anything is written); object storage has no lock, but two racing drivers of one
+zoo write the same shards and the same entries. Before the lock, nothing is
+written while the location is refused (a file, another zoo, a folder of other
+files) or the Ray address answers nothing.
 
 Besides shards, ``zoo.json`` and ``manifest.jsonl``, the folder holds the
 resolved config of the latest run (``config.yaml``) and the zoo's probe set
@@ -58,6 +60,7 @@ Notes:
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -70,8 +73,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from zoo.config import ZooConfig, dump_config
-from zoo.factory.batch import TaskStats, probe_set, produce_shard, task_batches, zoo_identity
-from zoo.factory.manifest import CONFIG_FILE, PROBE_FILE, ZOO_FILE, Manifest, clean_stale
+from zoo.factory.batch import TaskStats, probe_set, produce_shard, task_batches, written_version, zoo_identity
+from zoo.factory.manifest import CONFIG_FILE, LOCK_FILE, PROBE_FILE, Manifest, clean_stale
 from zoo.factory.shards import ShardInfo
 from zoo.storage import Store, resolve
 from zoo.pool import (  # noqa: F401  (the errors and limits are re-exported: callers import them from here)
@@ -82,6 +85,7 @@ from zoo.pool import (  # noqa: F401  (the errors and limits are re-exported: ca
     RayConnectionError,
     TaskFailedError,
     WorkersUnavailableError,
+    check_reachable,
     check_resources,
     joined_cluster,
     ray_connection,
@@ -127,10 +131,12 @@ def generate(config: ZooConfig, out: str | Path | Store, console: Console | None
     start = time.perf_counter()
     out = resolve(out)
     zoo_id, config_hash = zoo_identity(config)
-    manifest = Manifest.open(out, zoo_id=zoo_id, config_hash=config_hash)  # refuses another zoo's folder, writes nothing then
-    with _exclusive(out):
-        if out.local:  # fresh, now that we own the folder (object storage has no lock to wait for)
-            manifest = Manifest.open(out, zoo_id=zoo_id, config_hash=config_hash)
+    identity = {"zoo_id": zoo_id, "config_hash": config_hash, "schema_version": written_version(config)}
+    Manifest.check(out, **identity)  # a file, another zoo, a folder of other files: refused, nothing written
+    if config.runtime.workers > 0:
+        check_reachable(config.runtime.address, "runtime.address")  # seconds, not Ray's minutes of retries
+    with _exclusive(out):  # the lock first; then zoo.json, the manifest and shards
+        manifest = Manifest.open(out, **identity)
         clean_stale(out)
         for line in manifest.heal():
             console.print(line, highlight=False, markup=False, soft_wrap=True)
@@ -165,9 +171,12 @@ def generate(config: ZooConfig, out: str | Path | Store, console: Console | None
 
 @contextlib.contextmanager
 def _exclusive(out: Store) -> Iterator[None]:
-    """Hold an advisory lock on ``zoo.json`` for the run; released by the kernel even on SIGKILL.
+    """Hold an advisory lock on the folder's ``.zoo.lock`` for the run, taken before anything else is
+    written; released by the kernel even on SIGKILL.
 
-    Object storage has no lock: racing drivers there write identical shards and entries."""
+    The lock file is created empty and never written, replaced or deleted, so every driver locks the
+    same inode (a lock on ``zoo.json`` would be lost when it is first written, by rename). Object
+    storage has no lock: racing drivers there write identical shards and entries."""
     try:
         import fcntl
     except ImportError:  # not POSIX: no lock
@@ -176,14 +185,18 @@ def _exclusive(out: Store) -> Iterator[None]:
     if not out.local:
         yield
         return
-    with open(out.local_path(ZOO_FILE), "rb") as handle:
+    out.makedirs()
+    fd = os.open(out.local_path(LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
         try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise ZooBusyError(f"{out.name}: another `zoo generate` is writing this folder") from None
         except OSError:  # a filesystem without locks: go on unprotected
             pass
         yield
+    finally:
+        os.close(fd)
 
 
 def _write_config(out: Store, config: ZooConfig) -> None:

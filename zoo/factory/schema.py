@@ -16,7 +16,8 @@ import numpy as np
 import pyarrow as pa
 
 SCHEMA_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+"""What pattern zoos write (one row per kept pair); language zoos write v3 (``language_schema``)."""
+READABLE_VERSIONS = (1, 2, 3)
 TIMING_COLUMNS: tuple[str, ...] = ("timings",)
 META_PREFIX = "zoo."
 
@@ -91,12 +92,17 @@ def record_schema(n_stats: int, version: int = SCHEMA_VERSION) -> pa.Schema:
     """The record schema for signatures with ``n_stats`` statistics per neuron.
 
     ``version=1`` is the schema before families: ``architecture`` an MLP struct and no
-    ``neuron_kind``; such zoos are still read (``upgrade_table``).
+    ``neuron_kind``; such zoos are still read (``upgrade_table``). ``version=3`` is the
+    language-record layout (``zoo.factory.language_schema``).
     """
     if n_stats < 0:
         raise ValueError(f"n_stats must be >= 0, got {n_stats}")
     if version not in READABLE_VERSIONS:
         raise ValueError(f"schema version {version} is not one this zoo reads ({READABLE_VERSIONS})")
+    if version == 3:
+        from zoo.factory.language_schema import language_record_schema
+
+        return language_record_schema(n_stats)
     types: dict[str, pa.DataType] = {
         "zoo_id": pa.string(),
         "config_hash": pa.string(),
@@ -132,7 +138,9 @@ def record_schema(n_stats: int, version: int = SCHEMA_VERSION) -> pa.Schema:
 
 
 def version_of(schema: pa.Schema) -> int:
-    """The schema version a table was written with, read from its column types."""
+    """The schema version a table was written with, read from its columns and their types."""
+    if "grammar" in schema.names:
+        return 3
     return 2 if pa.types.is_string(schema.field("architecture").type) else 1
 
 
@@ -163,10 +171,16 @@ def upgrade_table(table: pa.Table) -> pa.Table:
 
 def n_stats_of(schema: pa.Schema) -> int:
     """The signature width a schema was built with (read from its own column type)."""
-    inner = schema.field("clean_signature").type.value_type
+    name = signature_column(schema)
+    inner = schema.field(name).type.value_type
     if not pa.types.is_fixed_size_list(inner):
-        raise ValueError(f"clean_signature has type {schema.field('clean_signature').type}, not a signature matrix")
+        raise ValueError(f"{name} has type {schema.field(name).type}, not a signature matrix")
     return inner.list_size
+
+
+def signature_column(schema: pa.Schema) -> str:
+    """The column holding a signature matrix: ``clean_signature`` (pattern pairs) or ``signature`` (language)."""
+    return "signature" if "signature" in schema.names and "clean_signature" not in schema.names else "clean_signature"
 
 
 def schema_problems(schema: pa.Schema) -> list[str]:
@@ -185,7 +199,13 @@ def schema_problems(schema: pa.Schema) -> list[str]:
 
 
 def with_zoo_metadata(
-    schema: pa.Schema, *, signature_stats: Sequence[str], zoo_id: str, config_hash: str, probe_hash: str
+    schema: pa.Schema,
+    *,
+    signature_stats: Sequence[str],
+    zoo_id: str,
+    config_hash: str,
+    probe_hash: str,
+    schema_version: int = SCHEMA_VERSION,
 ) -> pa.Schema:
     """Attach what a reader needs to interpret the file on its own (signature column names above all)."""
     if len(signature_stats) != n_stats_of(schema):
@@ -197,7 +217,7 @@ def with_zoo_metadata(
             f"{META_PREFIX}zoo_id".encode(): zoo_id.encode(),
             f"{META_PREFIX}config_hash".encode(): config_hash.encode(),
             f"{META_PREFIX}probe_hash".encode(): probe_hash.encode(),
-            f"{META_PREFIX}schema_version".encode(): str(SCHEMA_VERSION).encode(),
+            f"{META_PREFIX}schema_version".encode(): str(schema_version).encode(),
         }
     )
     return schema.with_metadata(metadata)

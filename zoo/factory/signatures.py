@@ -83,3 +83,99 @@ def signatures(family: Family, pop, probe: ProbeSet, config: SignatureConfig) ->
         parts = [site_stats(site)[row, : site.width] for site in family.signature_sites(arch)]
         result.append(np.concatenate(parts).astype(np.float32))
     return result
+
+
+LM_CHUNK = 16
+"""Probe sentences per model per forward pass of a language-model signature (bounds activations' memory)."""
+
+
+def language_stat_names(config: SignatureConfig) -> list[str]:
+    """Signature columns of a language zoo: ``stat_names`` without ``pattern_mean`` (there are no patterns)."""
+    kept = [s for s in config.statistics if s != "pattern_mean"]
+    return stat_names(config.model_copy(update={"statistics": kept}), ())
+
+
+class _Moments:
+    """Running per-unit statistics over token positions: ``[N, H]`` sums, squares, extremes, active counts."""
+
+    def __init__(self) -> None:
+        self.count = self.sum = self.squares = self.low = self.high = self.active = None
+
+    def add(self, values: torch.Tensor, pre: torch.Tensor, real: torch.Tensor) -> None:
+        """``values``/``pre`` ``[N, B, T, H]``, ``real [N, B, T]`` bool (non-pad positions)."""
+        v, m = values.double(), real[..., None]
+        inf = torch.tensor(float("inf"), dtype=torch.float64, device=v.device)
+        parts = (
+            m.double().flatten(1, 2).sum(1),
+            (v * m).flatten(1, 2).sum(1),
+            (v * v * m).flatten(1, 2).sum(1),
+            torch.where(m, v, inf).flatten(1, 2).amin(1),
+            torch.where(m, v, -inf).flatten(1, 2).amax(1),
+            ((pre > 0) & m).double().flatten(1, 2).sum(1),
+        )
+        if self.count is None:
+            self.count, self.sum, self.squares, self.low, self.high, self.active = parts
+            return
+        self.count, self.sum, self.squares = self.count + parts[0], self.sum + parts[1], self.squares + parts[2]
+        self.low, self.high = torch.minimum(self.low, parts[3]), torch.maximum(self.high, parts[4])
+        self.active = self.active + parts[5]
+
+    def stats(self, statistics: list[str]) -> torch.Tensor:
+        """``[N, H, len(statistics)]`` float64."""
+        n = self.count.clamp_min(1.0)
+        mean = self.sum / n
+        table = {
+            "mean": mean,
+            "std": (self.squares / n - mean * mean).clamp_min(0.0).sqrt(),
+            "min": self.low,
+            "max": self.high,
+            "frac_active": self.active / n,
+        }
+        return torch.stack([table[s] for s in statistics], dim=2)
+
+
+def language_signatures(family: Family, pop, tokens: np.ndarray, config: SignatureConfig) -> list[np.ndarray]:
+    """Each language model's ``[n_neurons, n_stats]`` matrix over every real token of its probe corpus.
+
+    ``tokens [N, P, T]``: model ``i`` reads row ``i`` (its grammar's corpus). Statistics are
+    taken over all (sentence, position) pairs before the padding, in chunks of ``LM_CHUNK``
+    sentences (in order of length, so each chunk is cut to its longest sentence), with
+    running sums in float64; ``pattern_mean`` is left out (``language_stat_names``)."""
+    from zoo.languages.grammar import PAD
+    from zoo.subjects.transformer_lm import trim
+
+    statistics = [s for s in config.statistics if s != "pattern_mean"]
+    sources = ("pre", "post") if config.activations == "both" else (config.activations,)
+    archs = pop.architectures
+    sites = {(s.pre, s.post): s for a in archs for s in family.signature_sites(a)}
+    moments = {(key, src): _Moments() for key in sites for src in sources}
+    x = torch.as_tensor(tokens, device=pop.device)
+    order = torch.as_tensor(np.argsort((tokens != PAD).sum(-1).max(0), kind="stable"), device=pop.device)
+    x = x[:, order]
+    for start in range(0, x.shape[1], LM_CHUNK):
+        chunk = trim(x[:, start : start + LM_CHUNK])
+        points = family.activations(pop, chunk)
+        real = chunk != PAD
+        for key in sites:
+            pre = _true_units(pop, key[0], points[key[0]])
+            chosen = {"pre": pre, "post": _true_units(pop, key[1], points[key[1]])}
+            for src in sources:
+                moments[(key, src)].add(chosen[src], pre, real)
+    result = []
+    for row, arch in enumerate(archs):
+        parts = []
+        for site in family.signature_sites(arch):
+            key = (site.pre, site.post)
+            stats = torch.cat([moments[(key, src)].stats(statistics)[row, : site.width] for src in sources], dim=1)
+            parts.append(stats.cpu().numpy())
+        result.append(np.concatenate(parts).astype(np.float32))
+    return result
+
+
+def _true_units(pop, name: str, values: torch.Tensor) -> torch.Tensor:
+    """Hidden units in each model's own order where padded GroupMax groups reorder them."""
+    index = getattr(pop, "unit_index", None)
+    if index is None or not name.endswith((".ffn.pre", ".ffn.post")):
+        return values
+    n, b, t, _ = values.shape
+    return values.gather(-1, index[:, None, None, :].expand(n, b, t, -1))

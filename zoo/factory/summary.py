@@ -6,6 +6,7 @@ or signatures, so a 100k-record zoo summarizes in about a second.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
 
@@ -15,8 +16,9 @@ import pyarrow.compute as pc
 from rich.console import Console
 from rich.table import Table
 
+from zoo.languages.config import describe_language, parse_language
 from zoo.subjects.families import architecture_of
-from zoo.factory.manifest import read_manifest
+from zoo.factory.manifest import read_manifest, read_zoo_info
 from zoo.factory.reader import read_records
 
 _COLUMNS = ["batch_id", "family", "architecture", "patterns", "corrupted_pattern", "quantization", "metrics"]
@@ -74,6 +76,8 @@ def summarize(out_dir: str | Path) -> dict:
     with rows (the clean model's weights repeat in each of its batch's rows).
     """
     entries = read_manifest(out_dir)
+    if read_zoo_info(out_dir).schema_version == 3:
+        return summarize_language(out_dir, entries)
     table = read_records(out_dir, columns=_COLUMNS)
     batch_ids = pc.unique(table.column("batch_id"))
     disk_bytes = sum(int(entry["bytes"]) for entry in entries)
@@ -146,9 +150,66 @@ def _histograms_table(title: str, histograms: dict[str, dict[str, int]]) -> Tabl
     return table
 
 
+LANGUAGE_METRICS = ("val_loss", "legal_accuracy", "validity", "length_tv")
+
+
+def summarize_language(out_dir: str | Path, entries: list[dict]) -> dict:
+    """A language zoo's counts and, per (grammar, feed-forward kind), the mean of each language metric
+    and the lowest validity; a grammar is named with the parameters it does not share with its
+    defaults (``describe_language``: ``dyck p_nest=0.3``, ``expr postfix``)."""
+    table = read_records(out_dir, columns=["batch_id", "grammar_config", "architecture", "quantization", "metrics"])
+    archs = [architecture_of(v) for v in table.column("architecture").to_pylist()]
+    grammars = [describe_language(parse_language(json.loads(v))) for v in table.column("grammar_config").to_pylist()]
+    metrics = {name: _metric(table.column("metrics"), name) for name in LANGUAGE_METRICS}
+    groups: dict[tuple[str, str], list[int]] = {}
+    for i, (grammar, arch) in enumerate(zip(grammars, archs)):
+        groups.setdefault((grammar, arch.ffn), []).append(i)
+    per_group = []
+    for (grammar, ffn), rows in sorted(groups.items()):
+        entry = {"grammar": grammar, "ffn": ffn, "models": len(rows)}
+        entry.update({name: float(metrics[name][rows].mean()) for name in LANGUAGE_METRICS})
+        entry["validity_min"] = float(metrics["validity"][rows].min())
+        per_group.append(entry)
+    disk_bytes = sum(int(entry["bytes"]) for entry in entries)
+    return {
+        "task": "language",
+        "rows": table.num_rows,
+        "batches": len({int(b) for entry in entries for b in entry["batches"]}),
+        "batches_with_rows": len(pc.unique(table.column("batch_id"))),
+        "shards": len(entries),
+        "bytes": disk_bytes,
+        "models": table.num_rows,
+        "bytes_per_model": disk_bytes / table.num_rows if table.num_rows else None,
+        "languages": per_group,
+        "architectures": {
+            "n_layers": _ranked(Counter(str(a.n_layers) for a in archs)),
+            "d_model": _ranked(Counter(str(a.d_model) for a in archs)),
+            "ffn": _ranked(Counter(a.ffn for a in archs)),
+        },
+        "quantization": _counts(table.column("quantization")),
+    }
+
+
+def _languages_table(summary: dict) -> Table:
+    table = Table(title="language models (means per grammar and feed-forward kind)")
+    for name, justify in (("grammar", "left"), ("ffn", "left"), ("models", "right"), ("loss", "right"),
+                          ("legal", "right"), ("valid", "right"), ("min", "right"), ("len TV", "right")):
+        table.add_column(name, justify=justify, overflow="fold")  # fmt: skip
+    for g in summary["languages"]:
+        table.add_row(
+            g["grammar"], g["ffn"], f"{g['models']:,}", _fmt(g["val_loss"]), _fmt(g["legal_accuracy"]),
+            _fmt(g["validity"]), _fmt(g["validity_min"]), _fmt(g["length_tv"]),
+        )  # fmt: skip
+    return table
+
+
 def render_summary(summary: dict, console: Console) -> None:
     """Print the summary as rich tables."""
     console.print(_overview(summary))
+    if summary.get("task") == "language":
+        console.print(_languages_table(summary))
+        console.print(_histograms_table("architecture", {**summary["architectures"], "quantization": summary["quantization"]}))
+        return
     console.print(_metrics_table(summary))
     console.print(_patterns_table(summary))
     histograms = {**summary["architectures"], "quantization": summary["quantization"]}

@@ -12,10 +12,10 @@ sampler that emits token ids (``<pad> <bos> <eos>`` then the words) under a leng
     assert lang.validate(sample.tokens).all()
     corpus = probe_corpus(config, seed=0)    # fixed, labelled, hashed
 
-How the language task plugs in (issue 28, item 2; not wired into ``ZooConfig`` yet): a
-``LanguageTask`` config block beside the pattern task holds ``grammars: list[LanguageConfig]``
-(the discriminated union of ``config``, each with a share) and the probe-corpus size. Per
-batch the factory draws a grammar config, builds ``language_for(config)`` and trains the
+How the language task plugs in (``zoo.config.LanguageTask``, the ``language:`` block of a
+zoo config; ``zoo.factory.language`` runs it): ``grammars`` holds ``{share, grammar}``
+entries (``grammar`` is the discriminated union of ``config``), beside the probe-corpus
+size. Per batch the factory draws a grammar config, builds ``language_for(config)`` and trains the
 transformer family on ``sample(n, seed).tokens`` by next-token cross-entropy with PAD masked
 (targets are ``tokens[:, 1:]``; ``len(language.vocab)`` is the model's vocabulary). The record
 keeps ``config.model_dump()``, the batch seed, and the signature on
@@ -34,11 +34,11 @@ import functools
 from zoo.languages.base import Language, LabelSpec, LanguageSample
 from zoo.languages.config import GRAMMARS, DyckConfig, EnglishConfig, ExprConfig, LanguageConfig, parse_language
 from zoo.languages.grammar import BOS, EOS, PAD, Grammar
-from zoo.languages.probe import ProbeCorpus, probe_corpus
+from zoo.languages.probe import LanguageProbes, ProbeCorpus, probe_corpus
 
 __all__ = [
     "BOS", "EOS", "GRAMMARS", "PAD", "DyckConfig", "EnglishConfig", "ExprConfig", "Grammar", "LabelSpec",
-    "Language", "LanguageConfig", "LanguageSample", "ProbeCorpus", "language_for", "parse_language", "probe_corpus",
+    "Language", "LanguageConfig", "LanguageProbes", "LanguageSample", "ProbeCorpus", "language_for", "parse_language", "probe_corpus",
 ]
 
 

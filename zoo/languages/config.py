@@ -1,7 +1,7 @@
 """Config models of the languages: one per grammar, a union discriminated on ``grammar``.
 
-``LanguageConfig`` is what a language task's ``grammars`` list will hold (not wired into
-``ZooConfig`` yet). ``parse_language`` validates a mapping and raises ``ConfigError``
+``LanguageConfig`` is what a language task's ``grammars`` list holds (``LanguageTask``, the
+``language:`` block of ``ZooConfig``). ``parse_language`` validates a mapping and raises ``ConfigError``
 with one line naming the field, e.g. ``p_nest: Input should be less than 1``,
 ``grammar: unknown grammar 'dyk'; known: dyck, expr, english`` or
 ``max_len: 3 is shorter than the shortest expr sentence with BOS and EOS (3 tokens)``.
@@ -90,6 +90,23 @@ class EnglishConfig(_LanguageBase):
                 raise ValueError(f"{field}: with {' and '.join(rest)} it leaves no probability for the base rules")
 
 
+def describe_language(config) -> str:
+    """A short label of a grammar and the parameters that set it apart from its defaults,
+    e.g. ``dyck p_nest=0.5`` or ``expr postfix`` (``zoo inspect`` groups by it)."""
+    defaults = type(config)()
+    changed = [
+        name for name in type(config).model_fields
+        if name not in ("grammar", "max_len") and getattr(config, name) != getattr(defaults, name)
+    ]  # fmt: skip
+    parts = [config.grammar]
+    for name in changed:
+        value = getattr(config, name)
+        parts.append(name if value is True else f"{name}={value:g}" if isinstance(value, float) else f"{name}={value}")
+    if config.grammar == "dyck" and "p_nest" not in changed:
+        parts.append(f"p_nest={config.p_nest:g}")
+    return " ".join(parts)
+
+
 def _grammar_tag(value) -> str:
     name = value.get("grammar") if isinstance(value, dict) else getattr(value, "grammar", None)
     return f"~{name}" if name in GRAMMARS else "~unknown"
@@ -107,6 +124,55 @@ LanguageConfig = Annotated[
         custom_error_message=f"grammar: unknown grammar; known: {', '.join(GRAMMARS)}",
     ),
 ]
+
+
+class GrammarShare(Strict):
+    """One grammar of a language zoo (with its parameters) and the share of batches drawn from it."""
+
+    share: float = Field(gt=0.0, le=1.0, description="share of batches trained on this grammar; the list's shares sum to 1")
+    grammar: LanguageConfig = Field(
+        description="the grammar and its parameters: {grammar: dyck | expr | english, ...} (zoo.languages.config)"
+    )
+
+
+class LanguageTask(Strict):
+    """A language zoo: transformers trained by next-token loss on formal languages (``zoo.languages``).
+
+    Per batch a grammar is drawn by share, then an architecture from ``architecture`` (the
+    transformer family) and a learning rate; ``models_per_batch`` models (own initialization
+    and data order, same data) are trained on it. ``patterns`` and ``corruption`` are not read."""
+
+    grammars: list[GrammarShare] = Field(min_length=1, description="the grammars batches draw from, with shares")
+    assignment: Literal["draw", "cycle"] = Field(
+        "draw",
+        description="draw: each batch draws its grammar by share; cycle: batch b trains grammar b mod len(grammars) "
+        "(every grammar equally often, even in a small zoo; the shares must then be equal)",
+    )
+    models_per_batch: int = Field(
+        2, ge=1, le=1024, description="models trained per batch on the same sampled corpus (own seeds): one record each"
+    )
+    train_size: int = Field(2000, ge=2, le=10_000_000, description="training sentences sampled per batch")
+    val_size: int = Field(
+        256, ge=2, le=1_000_000, description="validation sentences per batch (early stopping, loss, legal-next accuracy)"
+    )
+    generations: int = Field(
+        128, ge=128, le=100_000, description="sentences each model samples from BOS at temperature 1 to measure validity"
+    )
+    reference_size: int = Field(
+        2048, ge=128, le=1_000_000, description="grammar sentences the generated length distribution is compared with"
+    )
+    probe_size: int = Field(
+        256, ge=8, le=100_000, description="sentences of each grammar's fixed probe corpus (signatures are read on it)"
+    )
+
+    @model_validator(mode="after")
+    def _shares(self) -> LanguageTask:
+        total = sum(part.share for part in self.grammars)
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"grammars: the shares sum to {total:g}, not 1")
+        if self.assignment == "cycle" and max(p.share for p in self.grammars) - min(p.share for p in self.grammars) > 1e-9:
+            raise ValueError("assignment: cycle trains every grammar equally often; give them equal shares")
+        return self
 
 
 def parse_language(data: dict) -> DyckConfig | ExprConfig | EnglishConfig:

@@ -13,12 +13,13 @@ than carried at learning rate 0 until the last one stops.
 Where the time goes (one CPU core, a 32-model population of one depth, batch 64):
 over a third in ``bmm``, at about 75% of the core's fp32 peak at these shapes; the
 rest in the activation passes (one op per run of models that share an activation;
-exact ``gelu`` and its backward cost 0.5 and 1 ns per element here), the per-sample
-gathers and Adam. ``zoo bench`` reports the population at about a third of its limit (the
-time its ``bmm`` calls alone would take; ``MATMULS`` counts them). Levers that reorder the
-arithmetic were measured and left out: float differences of 1e-7 grow over an epoch's
-steps into different trained models, so records would change
-(``docs/results/2026-12-04-trainer-speed.md``).
+exact ``gelu`` and its backward cost 0.5 and 1 ns per element here), Adam, and the
+epoch's data gathered once in each model's order. ``zoo bench`` reports the population
+at about a third of its limit (the time its ``bmm`` calls alone would take; ``MATMULS``
+counts them). Levers that reorder the arithmetic were measured and left out: float
+differences of 1e-7 grow over an epoch's steps into different trained models, so records
+would change (``docs/results/2026-12-04-trainer-speed.md``); the levers kept keep the
+bits (``docs/results/2026-12-04-trainer-levers.md``).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ MATMULS: Counter | None = None
 class TrainData:
     """Each model's own data, already on the population's device."""
 
-    x_train: torch.Tensor  # [N, S, D + 1] one-hot (see ``one_hot_inputs``), best as uint8: gathered per step
+    x_train: torch.Tensor  # [N, S, D + 1] one-hot (see ``one_hot_inputs``), best as uint8: gathered per epoch
     y_train: torch.Tensor  # [N, S] float
     x_val: torch.Tensor  # [N, V, D + 1]
     y_val: torch.Tensor  # [N, V]
@@ -76,9 +77,7 @@ class StepBuffers:
         self.w_head = self.weights[-1].transpose(1, 2)  # [N, 1, H + 1]
         self.w_head_units = self.weights[-1][:, :-1].transpose(1, 2)  # [N, 1, H]
         self.w_back = [w[:, :-1].transpose(1, 2) for w in self.weights[:-1]]  # [N, H_out, H_in]
-        self.x = torch.empty(n, batch, self.weights[0].shape[1], **new)
-        # one-hot rows are gathered as bytes, a quarter of the memory traffic, then widened
-        self.x_bytes = torch.empty(n * batch, self.x.shape[2], dtype=torch.uint8, device=flat.device)
+        self.x = torch.empty(n, batch, self.weights[0].shape[1], **new)  # widened from the epoch's one-hot bytes
         self.pre = [torch.empty(n, batch, width, **new) for _ in range(depth)]
         self.post = [torch.empty(n, batch, width + 1, **new) for _ in range(depth)]
         for post in self.post:
@@ -152,6 +151,45 @@ def _step_matmuls(pop: Population, batch: int) -> list[tuple[int, int, int, int]
     return shapes
 
 
+def _signed(u: int) -> int:
+    """A uint64 constant as the int64 with the same bits (torch has no uint64 arithmetic)."""
+    return u - (1 << 64) if u >= 1 << 63 else u
+
+
+def _shift_right(x: torch.Tensor, k: int) -> torch.Tensor:
+    """A logical right shift of int64 bits (``>>`` on int64 is arithmetic: it copies the sign)."""
+    return (x >> k) & ((1 << (64 - k)) - 1)
+
+
+def _splitmix64_torch(x: torch.Tensor) -> torch.Tensor:
+    """``population._splitmix64`` on int64 tensors: the same bits (int64 products wrap as uint64 ones do)."""
+    x = x + _signed(0x9E3779B97F4A7C15)
+    x = (x ^ _shift_right(x, 30)) * _signed(0xBF58476D1CE4E5B9)
+    x = (x ^ _shift_right(x, 27)) * _signed(0x94D049BB133111EB)
+    return x ^ _shift_right(x, 31)
+
+
+def epoch_order_tensor(seeds: np.ndarray, epoch: int, n: int, device: torch.device) -> torch.Tensor:
+    """``epoch_order`` as an int64 ``[N, n]`` tensor on ``device``, the same permutation bit for bit.
+
+    On a GPU the hash and the sort run there: sorting thousands of models' keys on the host
+    costs seconds an epoch, more than the epoch's training. Keys compare as uint64; flipping
+    their sign bit makes int64 order agree. Keys are distinct (splitmix64 is a bijection), so
+    any sort gives the stable sort's order.
+    """
+    if device.type != "cuda":  # here numpy's sort is faster than torch's
+        return torch.from_numpy(epoch_order(seeds, epoch, n)).to(device)
+    return epoch_order_torch(torch.as_tensor(np.asarray(seeds, dtype=np.uint64).view(np.int64), device=device), epoch, n)
+
+
+def epoch_order_torch(seeds: torch.Tensor, epoch: int, n: int) -> torch.Tensor:
+    """``epoch_order`` computed by torch where ``seeds`` (int64 ``[N]``, uint64 bits) live."""
+    device = seeds.device
+    stream = _splitmix64_torch(_splitmix64_torch(seeds) ^ (epoch + 1))
+    keys = _splitmix64_torch(stream[:, None] + torch.arange(n, dtype=torch.int64, device=device)[None, :])
+    return torch.sort(keys ^ _signed(1 << 63), dim=1, stable=True).indices
+
+
 def bce_per_model(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits, y, reduction="none").mean(1)
 
@@ -188,23 +226,35 @@ class _Run:
         self.final_loss = torch.full((n,), float("inf"), device=device)
 
     def train_epoch(self, epoch: int, config: TrainingConfig) -> None:
+        self.run_steps(self.epoch_rows(epoch), config)
+
+    def epoch_rows(self, epoch: int) -> torch.Tensor:
+        """``[N, S]`` int64: each model's epoch order as rows of its flattened training data."""
+        n, s = self.data.y_train.shape
+        rows = epoch_order_tensor(self.order_seeds, epoch, s, self.pop.device)
+        rows += torch.arange(n, device=self.pop.device)[:, None] * s
+        return rows
+
+    def run_steps(self, rows: torch.Tensor, config: TrainingConfig) -> None:
+        """One epoch's steps over ``rows`` (``epoch_rows``): device work only, no host round trip,
+        so a CUDA graph can capture it (``zoo.bench_gpu``) once the buffers of both batch sizes exist."""
         pop, flat, data = self.pop, self.pop.flat, self.data
         n, s = data.y_train.shape
         dim = data.x_train.shape[2]
-        x_rows, y_rows = data.x_train.reshape(n * s, dim), data.y_train.reshape(n * s)
-        rows = torch.from_numpy(epoch_order(self.order_seeds, epoch, s)).to(pop.device)
-        rows += torch.arange(n, device=pop.device)[:, None] * s
+        # the epoch's data in each model's order, gathered once; a step reads a slice (the same values)
+        order = rows.view(-1)
+        x_epoch = data.x_train.reshape(n * s, dim).index_select(0, order).view(n, s, dim)
+        y_epoch = data.y_train.reshape(n * s).index_select(0, order).view(n, s)
         step_lr = self.lr * self.active[:, None]
         for start in range(0, s, config.batch_size):
-            batch = rows[:, start : start + config.batch_size].reshape(-1)
-            size = batch.numel() // n
-            if size not in self.buffers:  # the last batch of an epoch may be smaller
-                self.buffers[size] = StepBuffers(pop, flat, size)
-            step = self.buffers[size]
+            end = min(start + config.batch_size, s)
+            if end - start not in self.buffers:  # the last batch of an epoch may be smaller
+                self.buffers[end - start] = StepBuffers(pop, flat, end - start)
+            step = self.buffers[end - start]
             if MATMULS is not None:
-                MATMULS.update(_step_matmuls(pop, size))
-            step.x.view(-1, dim).copy_(torch.index_select(x_rows, 0, batch, out=step.x_bytes))
-            g = step.gradients(y_rows.index_select(0, batch).view(n, size))
+                MATMULS.update(_step_matmuls(pop, end - start))
+            step.x.copy_(x_epoch[:, start:end])
+            g = step.gradients(y_epoch[:, start:end])
             if config.weight_decay:
                 g.add_(flat, alpha=config.weight_decay)
             self.adam.step(g, step_lr)

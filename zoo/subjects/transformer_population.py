@@ -89,6 +89,8 @@ def _structure(name: str, p: Pad, vocab: int, seq_len: int) -> tuple[bool, tuple
         "ffn.up_proj.weight": (True, (p.r, p.d)),
         "head.weight": (True, (p.d,)),
         "head.bias": (False, (1,)),
+        "lm_head.weight": (True, (p.d, vocab)),
+        "lm_head.bias": (False, (vocab,)),
     }
     return table.get(leaf, (False, (p.d,)))  # LayerNorm gains and biases, attn.out / ffn.down / up_proj biases
 
@@ -108,8 +110,8 @@ class TransformerPopulation:
     def __post_init__(self) -> None:
         first = self.architectures[0]
         for a in self.architectures:
-            if (a.ffn, a.bias, a.vocab_size, a.seq_len) != (first.ffn, first.bias, first.vocab_size, first.seq_len):
-                raise ValueError("a transformer population holds one feed-forward kind, bias setting and token space")
+            if (a.ffn, a.bias, a.vocab_size, a.seq_len, a.head) != (first.ffn, first.bias, first.vocab_size, first.seq_len, first.head):
+                raise ValueError("a transformer population holds one feed-forward kind, bias setting, token space and head")
         device, dtype = self.device, torch.float32
         d = torch.tensor([a.d_model for a in self.architectures], device=device)
         dh = torch.tensor([a.d_head for a in self.architectures], device=device, dtype=dtype)

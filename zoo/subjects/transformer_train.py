@@ -20,6 +20,7 @@ model with ``clip_grad_norm_``, the same data, order, steps and stopping rule.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,10 +49,11 @@ class TrainedGroup:
 
 
 def plan_groups(architectures: list[Architecture], max_size: int) -> list[list[int]]:
-    """Chunks of at most ``max_size`` models of one feed-forward kind, bias setting and depth, by width."""
+    """Chunks of at most ``max_size`` models of one feed-forward kind, bias setting, depth, token space
+    and head, by width (a pattern zoo has one token space and head, so it groups by the first three)."""
     kinds: dict[tuple, list[int]] = {}
     for i, a in enumerate(architectures):
-        kinds.setdefault((a.ffn, a.bias, a.n_layers), []).append(i)
+        kinds.setdefault((a.ffn, a.bias, a.n_layers, a.vocab_size, a.seq_len, a.head), []).append(i)
     chunks = []
     for key in sorted(kinds):
         order = sorted(kinds[key], key=lambda i: (architectures[i].d_model, architectures[i].d_head, architectures[i].k, i))
@@ -74,6 +76,35 @@ def bce_per_model(logit: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logit, y, reduction="none").mean(1)
 
 
+@dataclass(frozen=True)
+class Objective:
+    """What a population is trained on: each model's loss ``[N]`` on a training batch (with gradients)
+    and on its whole validation set (without), from tokens ``[N, B, T]`` and labels ``[N, B]``."""
+
+    train_loss: Callable[[TransformerPopulation, torch.Tensor, torch.Tensor], torch.Tensor]
+    val_loss: Callable[[TransformerPopulation, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _chunked_logits(pop: TransformerPopulation, x: torch.Tensor) -> torch.Tensor:
+    return torch.cat([forward(pop, x[:, s : s + CHUNK]) for s in range(0, x.shape[1], CHUNK)], dim=1)
+
+
+PATTERN = Objective(
+    train_loss=lambda pop, x, y: bce_per_model(forward(pop, x), y),
+    val_loss=lambda pop, x, y: bce_per_model(_chunked_logits(pop, x), y),
+)
+"""Pattern classification: one logit per sequence, mean binary cross-entropy per model."""
+
+
+def objective_for(architectures: list[Architecture]) -> Objective:
+    """The objective of a population's head: ``PATTERN``, or next-token cross-entropy (``transformer_lm``)."""
+    if architectures[0].head == "next_token":
+        from zoo.subjects.transformer_lm import NEXT_TOKEN
+
+        return NEXT_TOKEN
+    return PATTERN
+
+
 def _shaped(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return values.view(-1, *([1] * (like.dim() - 1)))
 
@@ -81,9 +112,10 @@ def _shaped(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 class _Run:
     """The models still training: their population, data, optimizer and early-stopping state."""
 
-    def __init__(self, pop: TransformerPopulation, jobs: list, config: TrainingConfig) -> None:
+    def __init__(self, pop: TransformerPopulation, jobs: list, config: TrainingConfig, objective: Objective = PATTERN) -> None:
         device = pop.device
         self.pop = pop
+        self.objective = objective
         for t in pop.params.values():
             t.requires_grad_(True)
         self.ids = torch.arange(pop.size, device=device)
@@ -104,7 +136,7 @@ class _Run:
         self.epochs_run = torch.zeros(pop.size, dtype=torch.long, device=device)
 
     def train_epoch(self, epoch: int, batch_size: int) -> None:
-        n, s = self.y.shape
+        n, s = self.x.shape[:2]
         order = torch.from_numpy(epoch_order(self.seeds, epoch, s)).to(self.pop.device)
         rows = torch.arange(n, device=order.device)[:, None]
         x, y = self.x[rows, order], self.y[rows, order]
@@ -112,8 +144,7 @@ class _Run:
         names = list(self.pop.params)
         leaves = [self.pop.params[name] for name in names]
         for start in range(0, s, batch_size):
-            logit = forward(self.pop, x[:, start : start + batch_size])
-            loss = bce_per_model(logit, y[:, start : start + batch_size]).sum()
+            loss = self.objective.train_loss(self.pop, x[:, start : start + batch_size], y[:, start : start + batch_size]).sum()
             grads = torch.autograd.grad(loss, leaves)
             with torch.no_grad():
                 norm = torch.stack([g.square().flatten(1).sum(1) for g in grads]).sum(0).sqrt()
@@ -124,10 +155,7 @@ class _Run:
 
     def validate(self, min_delta: float, patience: int) -> None:
         with torch.no_grad():
-            out = torch.cat(
-                [forward(self.pop, self.x_val[:, s : s + CHUNK]) for s in range(0, self.x_val.shape[1], CHUNK)], dim=1
-            )
-            val = bce_per_model(out, self.y_val)
+            val = self.objective.val_loss(self.pop, self.x_val, self.y_val)
             self.epochs_run += self.active
             improved = (val < self.best_loss - min_delta) & self.active
             self.best_loss = torch.where(improved, val, self.best_loss)
@@ -162,10 +190,14 @@ class _Run:
             setattr(self, name, getattr(self, name)[keep])
 
 
-def train_population(pop: TransformerPopulation, jobs: list, config: TrainingConfig, epochs: int | None = None) -> TrainResult:
-    """Train ``pop`` (models in ``jobs`` order) in place; at the end each model holds its best-validation weights."""
+def train_population(
+    pop: TransformerPopulation, jobs: list, config: TrainingConfig, epochs: int | None = None, objective: Objective | None = None
+) -> TrainResult:
+    """Train ``pop`` (models in ``jobs`` order) in place; at the end each model holds its best-validation weights.
+
+    ``objective`` defaults to the one of the population's head (``objective_for``)."""
     out = TransformerPopulation(pop.architectures, {n: t.detach().clone() for n, t in pop.params.items()}, pop.pad)
-    run = _Run(pop, jobs, config)
+    run = _Run(pop, jobs, config, objective_for(pop.architectures) if objective is None else objective)
     epochs = config.epochs if epochs is None else epochs
     final_epochs = torch.zeros(pop.size, dtype=torch.long, device=pop.device)
     final_loss = torch.full((pop.size,), float("inf"), device=pop.device)

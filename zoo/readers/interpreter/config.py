@@ -17,7 +17,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from zoo.config import Strict, load_or_default, shipped_config
+from zoo.config import DEVICE_HELP, Device, Strict, load_or_default, shipped_config
 
 DEFAULT_CONFIG = shipped_config("readers/interpreter.yaml")
 
@@ -205,7 +205,7 @@ class InterpreterConfig(Strict):
     )
     batch_size: int = Field(16, ge=1, description="records (degraded subjects) per training step")
     eval_batch_size: int = Field(64, ge=1, description="records per forward pass in validation and evaluation")
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when torch sees one, else the CPU")
+    device: Device = Field("auto", description=DEVICE_HELP)
     threads: int | None = Field(None, ge=1, description="torch CPU threads; None keeps torch's default")
     select: Literal["exact_match", "loss"] = Field(
         "exact_match",

@@ -7,19 +7,18 @@ batch at a time, only the columns the interpreter reads), filtered to one split
 count: every neuron of a subject (hidden units, then the output logit) is a token,
 and ``mask`` marks the real ones.
 
-A subject's weights live in token space: ``w_in [N, D]`` holds the first hidden
-layer's input weights (inputs are one-hot (position, token) features, so their
-order is fixed), ``adj [N, N]`` holds every other weight (``adj[j, i]`` is the
-weight from neuron ``i`` to neuron ``j`` of the next layer) and ``bias [N]``.
-Permuting a layer's neurons permutes these rows and columns together, which is
-what makes the interpreter's permutation invariance testable.
+A subject of any family is read the same way (``neurons``): its neurons' signature
+rows, kinds and depths, and their values on the probe set. For an MLP these values are
+computed from its weights in token space (``token_space``: the MLP family's own reader,
+which also feeds the weights themselves to the model); for a family without a token space
+they are computed at decode time through the family's population (``site_values``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from functools import cached_property, lru_cache
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,15 +29,17 @@ import pyarrow.parquet as pq
 import torch
 
 from zoo.atomic import write_json_atomic
-from zoo.config import ACTIVATIONS, ZooConfig
+from zoo.config import ZooConfig
 from zoo.factory.reader import shard_paths
 from zoo.factory.schema import signature_stats_of
 from zoo.patterns.library import pattern_library, selectable
 from zoo.patterns.sampler import ProbeSet
 from zoo.readers.interpreter import InterpreterError
 from zoo.readers.interpreter.metrics import SetSpace
-from zoo.subjects.families import UnsupportedFamily, require_families, require_family
-from zoo.subjects.families.mlp import Architecture
+from zoo.readers.interpreter.neurons import READ_FAMILIES, has_token_space, site_values
+from zoo.readers.interpreter.batches import Batch, collate
+from zoo.readers.interpreter.token_space import TokenMap, Weights, from_tokens, permute_layer, to_tokens, token_map
+from zoo.subjects.families import SubjectArchitecture, UnsupportedFamily, require_families, require_family
 
 if TYPE_CHECKING:
     from zoo.api import Zoo
@@ -58,6 +59,9 @@ COLUMNS = (
     "degraded_weights",
     "clean_weights",
 )
+
+# re-exported: the batches and the token space moved to their own modules
+__all__ = ["Batch", "TokenMap", "Weights", "collate", "from_tokens", "permute_layer", "to_tokens", "token_map"]
 
 SMALL_COLUMNS = ("example_id", "batch_id", "pair_index", "architecture", "patterns", "corrupted_pattern", "corruption_rate", "metrics")
 
@@ -163,7 +167,7 @@ def open_source(path: str | Path) -> ZooSource:
         raise InterpreterError(f"{path}: no such zoo folder")
     try:
         zoo = Zoo(path)
-        require_families(zoo.table(columns=["family"]).column("family").to_pylist(), ("mlp",), "zoo interpret")
+        require_families(zoo.table(columns=["family"]).column("family").to_pylist(), READ_FAMILIES, "zoo interpret")
     except (ZooError, UnsupportedFamily) as error:
         raise InterpreterError(str(error)) from None
     shards = zoo.shards
@@ -213,15 +217,20 @@ class Example:
     example_id: str
     batch_id: int
     pair_index: int
-    architecture: Architecture
+    architecture: SubjectArchitecture
     signature: np.ndarray  # [N, S] degraded model's signature
-    degraded: np.ndarray  # [P] flat weights (Architecture.layout)
+    degraded: np.ndarray  # [P] flat weights (the architecture's layout)
     clean: np.ndarray  # [P]
     patterns: tuple[str, ...]
     targets: np.ndarray  # [V] multi-hot over the pattern vocabulary
     corrupted: int  # index into the vocabulary
     accuracy: float  # the degraded model's benchmark accuracy
     metrics: dict
+    site_values: np.ndarray | None = None  # [R, N] probe values; only for a family without a token space
+
+    @property
+    def family(self) -> str:
+        return self.architecture.family
 
 
 def _lists(array: pa.Array) -> list[np.ndarray]:
@@ -236,8 +245,12 @@ def _lists(array: pa.Array) -> list[np.ndarray]:
     return np.split(flat, np.cumsum(lengths)[:-1])
 
 
-def decode(batch: pa.RecordBatch, vocab: Sequence[str]) -> list[Example]:
-    """Examples from an Arrow record batch holding at least ``COLUMNS``."""
+def decode(batch: pa.RecordBatch, vocab: Sequence[str], probe_tokens: np.ndarray | None = None) -> list[Example]:
+    """Examples from an Arrow record batch holding at least ``COLUMNS``.
+
+    With ``probe_tokens [R, L]`` the subjects of a family without a token space get their probe
+    values (``site_values``: one population forward per family group), which the model needs.
+    """
     index = {name: i for i, name in enumerate(vocab)}
     columns = {name: batch.column(name) for name in COLUMNS}
     signatures = _lists(columns["degraded_signature"])
@@ -262,7 +275,7 @@ def decode(batch: pa.RecordBatch, vocab: Sequence[str]) -> list[Example]:
                 example_id=row["example_id"],
                 batch_id=int(row["batch_id"]),
                 pair_index=int(row["pair_index"]),
-                architecture=require_family(row["architecture"], ("mlp",), "zoo interpret"),
+                architecture=require_family(row["architecture"], READ_FAMILIES, "zoo interpret"),
                 signature=np.array(signatures[i], dtype=np.float32),
                 degraded=np.array(degraded[i], dtype=np.float32),
                 clean=np.array(clean[i], dtype=np.float32),
@@ -273,6 +286,11 @@ def decode(batch: pa.RecordBatch, vocab: Sequence[str]) -> list[Example]:
                 metrics=metrics,
             )
         )
+    generic = [e for e in examples if not has_token_space(e.architecture)]
+    if generic and probe_tokens is not None:
+        values = site_values([e.architecture for e in generic], [e.degraded for e in generic], probe_tokens)
+        for e, v in zip(generic, values):
+            e.site_values = v
     return examples
 
 
@@ -301,7 +319,7 @@ def stream(
                 batch = batch.filter(pc.is_in(batch.column("batch_id"), value_set=wanted))
             if batch.num_rows == 0:
                 continue
-            examples = decode(batch, source.pattern_names)
+            examples = decode(batch, source.pattern_names, source.probe.tokens)
             if rng is None:
                 yield from examples
                 continue
@@ -354,239 +372,23 @@ class SplitData:
         yield from batched(self.examples(seed), batch_size)
 
 
+def _run_key(example: Example) -> str:
+    """Sort key that keeps runs of one activation together (subjects without one first)."""
+    return getattr(example.architecture, "activation", "") or ""
+
+
 def batched(examples, batch_size: int) -> Iterator[tuple[list[Example], Batch]]:
     """``(examples, collated batch)`` pairs; each chunk is ordered by activation (fewer runs to apply)."""
     chunk: list[Example] = []
     for example in examples:
         chunk.append(example)
         if len(chunk) == batch_size:
-            chunk.sort(key=lambda e: e.architecture.activation)
+            chunk.sort(key=_run_key)
             yield chunk, collate(chunk)
             chunk = []
     if chunk:
-        chunk.sort(key=lambda e: e.architecture.activation)
+        chunk.sort(key=_run_key)
         yield chunk, collate(chunk)
-
-
-# ---------------------------------------------------------------- token space
-
-
-@dataclass(frozen=True)
-class TokenMap:
-    """Where each entry of an architecture's flat weight vector goes in token space."""
-
-    n_tokens: int
-    layer: np.ndarray  # [N] layer of each token (n_layers: the output)
-    fan_in: np.ndarray  # [N]
-    width: np.ndarray  # [N] width of the token's layer
-    in_flat: np.ndarray  # flat positions of first-layer weights ...
-    in_row: np.ndarray  # ... their token ...
-    in_col: np.ndarray  # ... and input feature
-    adj_flat: np.ndarray  # flat positions of every later weight ...
-    adj_row: np.ndarray  # ... target token j ...
-    adj_col: np.ndarray  # ... source token i
-    bias_flat: np.ndarray  # flat positions of the biases, token order
-    n_params: int
-
-
-@lru_cache(maxsize=512)
-def token_map(architecture: Architecture) -> TokenMap:
-    sizes = architecture.layer_sizes
-    starts = np.cumsum([0, *sizes[1:]])  # token index where each non-input layer starts
-    entries = architecture.layout()
-    layers, fan_in, width = [], [], []
-    in_flat, in_row, in_col, adj_flat, adj_row, adj_col, bias_flat = [], [], [], [], [], [], []
-    for layer in range(architecture.n_layers + 1):
-        w, b = entries[2 * layer], entries[2 * layer + 1]
-        n_out, n_in = w.shape
-        rows = np.repeat(np.arange(n_out), n_in) + starts[layer]
-        cols = np.tile(np.arange(n_in), n_out)
-        flat = np.arange(w.offset, w.offset + w.size)
-        if layer == 0:
-            in_flat.append(flat), in_row.append(rows), in_col.append(cols)
-        else:
-            adj_flat.append(flat), adj_row.append(rows), adj_col.append(cols + starts[layer - 1])
-        bias_flat.append(np.arange(b.offset, b.offset + b.size))
-        layers.append(np.full(n_out, layer)), fan_in.append(np.full(n_out, n_in)), width.append(np.full(n_out, n_out))
-
-    def cat(parts: list[np.ndarray]) -> np.ndarray:
-        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
-
-    return TokenMap(
-        n_tokens=int(starts[-1]),
-        layer=cat(layers),
-        fan_in=cat(fan_in),
-        width=cat(width),
-        in_flat=cat(in_flat),
-        in_row=cat(in_row),
-        in_col=cat(in_col),
-        adj_flat=cat(adj_flat),
-        adj_row=cat(adj_row),
-        adj_col=cat(adj_col),
-        bias_flat=cat(bias_flat),
-        n_params=architecture.n_params,
-    )
-
-
-@dataclass
-class Weights:
-    """A padded batch of subjects' weights in token space."""
-
-    w_in: torch.Tensor  # [B, N, D]
-    adj: torch.Tensor  # [B, N, N]
-    bias: torch.Tensor  # [B, N]
-
-    def to(self, device: torch.device) -> Weights:
-        return Weights(self.w_in.to(device), self.adj.to(device), self.bias.to(device))
-
-    def __add__(self, other: Weights) -> Weights:
-        return Weights(self.w_in + other.w_in, self.adj + other.adj, self.bias + other.bias)
-
-    def __sub__(self, other: Weights) -> Weights:
-        return Weights(self.w_in - other.w_in, self.adj - other.adj, self.bias - other.bias)
-
-
-@dataclass
-class Batch:
-    """Padded tensors of a list of examples (``B`` models, ``N`` tokens at most)."""
-
-    signature: torch.Tensor  # [B, N, S]
-    mask: torch.Tensor  # [B, N] bool: a real neuron
-    layer: torch.Tensor  # [B, N] long, -1 on padding
-    n_layers: torch.Tensor  # [B] long
-    fan_in: torch.Tensor  # [B, N] float (1 on padding)
-    width: torch.Tensor  # [B, N] float (1 on padding)
-    activation: torch.Tensor  # [B] long, index into zoo.config.ACTIVATIONS
-    degraded: Weights
-    clean: Weights
-    targets: torch.Tensor  # [B, V]
-    corrupted: torch.Tensor  # [B] long
-    accuracy: torch.Tensor  # [B]
-
-    def to(self, device: torch.device) -> Batch:
-        moved = {}
-        for name, value in self.__dict__.items():
-            moved[name] = value.to(device)
-        return Batch(**moved)
-
-    @property
-    def edges(self) -> torch.Tensor:
-        """``[B, N, N]`` bool: ``j`` sits one layer above ``i`` (both real), i.e. a weight of ``adj``."""
-        real = self.mask[:, :, None] & self.mask[:, None, :]
-        return real & (self.layer[:, :, None] == self.layer[:, None, :] + 1)
-
-    @property
-    def first(self) -> torch.Tensor:
-        """``[B, N]`` bool: the first hidden layer, whose inputs are the one-hot features."""
-        return self.mask & (self.layer == 0)
-
-    @property
-    def output(self) -> torch.Tensor:
-        return self.mask & (self.layer == self.n_layers[:, None])
-
-    @property
-    def n_weights(self) -> torch.Tensor:
-        """``[B]``: each subject's real weights (first-layer inputs, edges and biases)."""
-        return self.first.sum(-1) * self.degraded.w_in.shape[-1] + self.edges.sum((1, 2)) + self.mask.sum(-1)
-
-
-def to_tokens(examples: Sequence[tuple[Architecture, np.ndarray]], n_tokens: int, in_features: int) -> Weights:
-    """Flat weight vectors of (possibly different) architectures -> padded token-space ``Weights``."""
-    b = len(examples)
-    w_in = np.zeros((b, n_tokens, in_features), dtype=np.float32)
-    adj = np.zeros((b, n_tokens, n_tokens), dtype=np.float32)
-    bias = np.zeros((b, n_tokens), dtype=np.float32)
-    for k, (arch, flat) in enumerate(examples):
-        m = token_map(arch)
-        if len(flat) != m.n_params:
-            raise InterpreterError(f"{arch.describe()}: {len(flat)} weights, the layout needs {m.n_params}")
-        w_in[k, m.in_row, m.in_col] = flat[m.in_flat]
-        adj[k, m.adj_row, m.adj_col] = flat[m.adj_flat]
-        bias[k, : m.n_tokens] = flat[m.bias_flat]
-    return Weights(torch.from_numpy(w_in), torch.from_numpy(adj), torch.from_numpy(bias))
-
-
-def from_tokens(weights: Weights, architectures: Sequence[Architecture]) -> list[np.ndarray]:
-    """The inverse of ``to_tokens``: each model's flat weights in ``Architecture.layout`` order."""
-    w_in = weights.w_in.detach().cpu().numpy()
-    adj = weights.adj.detach().cpu().numpy()
-    bias = weights.bias.detach().cpu().numpy()
-    out = []
-    for k, arch in enumerate(architectures):
-        m = token_map(arch)
-        flat = np.zeros(m.n_params, dtype=np.float32)
-        flat[m.in_flat] = w_in[k, m.in_row, m.in_col]
-        flat[m.adj_flat] = adj[k, m.adj_row, m.adj_col]
-        flat[m.bias_flat] = bias[k, : m.n_tokens]
-        out.append(flat)
-    return out
-
-
-def collate(examples: Sequence[Example]) -> Batch:
-    if not examples:
-        raise ValueError("collate needs at least one example")
-    maps = [token_map(e.architecture) for e in examples]
-    n = max(m.n_tokens for m in maps)
-    b, s = len(examples), examples[0].signature.shape[1]
-    in_features = examples[0].architecture.in_features
-    signature = np.zeros((b, n, s), dtype=np.float32)
-    mask = np.zeros((b, n), dtype=bool)
-    layer = np.full((b, n), -1, dtype=np.int64)
-    fan_in = np.ones((b, n), dtype=np.float32)
-    width = np.ones((b, n), dtype=np.float32)
-    for k, (e, m) in enumerate(zip(examples, maps)):
-        if e.signature.shape[0] != m.n_tokens:
-            raise InterpreterError(f"record {e.example_id}: {e.signature.shape[0]} signature rows for {m.n_tokens} neurons")
-        signature[k, : m.n_tokens] = e.signature
-        mask[k, : m.n_tokens] = True
-        layer[k, : m.n_tokens] = m.layer
-        fan_in[k, : m.n_tokens] = m.fan_in
-        width[k, : m.n_tokens] = m.width
-    activation = [ACTIVATIONS.index(e.architecture.activation) if e.architecture.activation in ACTIVATIONS else -1 for e in examples]
-    return Batch(
-        signature=torch.from_numpy(signature),
-        mask=torch.from_numpy(mask),
-        layer=torch.from_numpy(layer),
-        n_layers=torch.tensor([e.architecture.n_layers for e in examples]),
-        fan_in=torch.from_numpy(fan_in),
-        width=torch.from_numpy(width),
-        activation=torch.tensor(activation),
-        degraded=to_tokens([(e.architecture, e.degraded) for e in examples], n, in_features),
-        clean=to_tokens([(e.architecture, e.clean) for e in examples], n, in_features),
-        targets=torch.from_numpy(np.stack([e.targets for e in examples])),
-        corrupted=torch.tensor([e.corrupted for e in examples]),
-        accuracy=torch.tensor([e.accuracy for e in examples], dtype=torch.float32),
-    )
-
-
-def permute_layer(example: Example, layer: int, order: np.ndarray) -> Example:
-    """The same model with the neurons of hidden ``layer`` reordered (weights moved along).
-
-    Row ``i`` of the new layer is old neuron ``order[i]``: its signature row, its
-    incoming weights and bias, and its column in the next layer's weights. The
-    model computes exactly the same function.
-    """
-    arch = example.architecture
-    if not 0 <= layer < arch.n_layers:
-        raise ValueError(f"layer {layer} is not a hidden layer of {arch.describe()}")
-    order = np.asarray(order)
-    start = sum(arch.widths[:layer])
-    signature = example.signature.copy()
-    signature[start : start + len(order)] = example.signature[start + order]
-
-    def permuted(flat: np.ndarray) -> np.ndarray:
-        entries = {e.name: e for e in arch.layout()}
-        out = flat.copy()
-        w, b = entries[f"layers.{layer}.weight"], entries[f"layers.{layer}.bias"]
-        out[w.offset : w.offset + w.size] = flat[w.offset : w.offset + w.size].reshape(w.shape)[order].ravel()
-        out[b.offset : b.offset + b.size] = flat[b.offset : b.offset + b.size][order]
-        nxt = entries[f"layers.{layer + 1}.weight"] if layer + 1 < arch.n_layers else entries["head.weight"]
-        out[nxt.offset : nxt.offset + nxt.size] = flat[nxt.offset : nxt.offset + nxt.size].reshape(nxt.shape)[:, order].ravel()
-        return out
-
-    return Example(
-        **{**example.__dict__, "signature": signature, "degraded": permuted(example.degraded), "clean": permuted(example.clean)}
-    )
 
 
 def repair_inputs(

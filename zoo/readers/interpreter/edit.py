@@ -155,10 +155,11 @@ class Editor:
             after_patterns, after_corrupted, _ = model.heads(batch, out.tokens, moved, out.answers)
             after = self.read(after_patterns, after_corrupted, None)  # the move itself: an add to a full set may show one more
         arch = example.architecture
+        decoded = [from_tokens(w, [arch])[0] for w in (repaired, edited)]  # None: the decoder does not write this family
         candidates = {
             "degraded": example.degraded,
-            "repaired": from_tokens(repaired, [arch])[0],
-            "edited": from_tokens(edited, [arch])[0],
+            "repaired": example.degraded if decoded[0] is None else decoded[0],
+            "edited": example.degraded if decoded[1] is None else decoded[1],
         }
         names, tokens, pattern_index = _benchmark(self.source, example, pattern)
         if epochs:
@@ -199,6 +200,10 @@ class Editor:
                 "after": after,
             },
             "saved": None,
+            "note": None if decoded[1] is not None else (
+                f"the decoder does not write {arch.family} weights yet: repaired and edited are the degraded model, "
+                "and the edit is the refinement on the asked set"
+            ),
         }
         return result, np.asarray(candidates["edited_refined" if epochs else "edited"], dtype=np.float32)
 
@@ -362,6 +367,8 @@ def render_edit(result: dict, console) -> None:
             f"refined: {result['refine_epochs']} epochs on the zoo's data for the asked set "
             f"({', '.join(result['asked_set']) or 'none'}); degraded, refined is the control"
         )
+    if result.get("note"):
+        console.print(result["note"])
     if result["saved"]:
         kind = "refined edited" if result["refine_epochs"] else "edited"
         console.print(f"{kind} weights written to {result['saved']}")

@@ -1,15 +1,18 @@
 """The interpreter network: neuron tokens -> encoder -> latent -> heads, and a repair decoder.
 
-Every neuron of the degraded subject is a token made of its signature row, its layer
-position (relative depth, first hidden / hidden / output, its layer's width), the
-subject's activation function, and optionally its incoming weights (the first hidden
+Every neuron of the degraded subject, of any family, is a token made of its signature row,
+its kind and layer position (relative depth, first hidden / hidden / output, its site's
+width; ``neurons``), its value on every probe, the subject's activation function where it
+has one, and, for a family with a token space (the MLP), optionally its incoming weights (the first hidden
 layer's input weights, order-free statistics of every other token's in- and outgoing
 weights, its bias). Blocks alternate messages along the weight graph (``adj @ h``:
 a neuron hears the neurons feeding it and those it feeds, weighted by the weights)
 with self-attention over all tokens of a subject and an MLP. Nothing depends on the
 order of the neurons inside a layer: permuting them (and the weights with them)
 permutes the token states and leaves the pooled latent, the heads and the decoded
-model's function unchanged.
+model's function unchanged. For a subject without a token space (a transformer) the weight
+inputs, the messages and the decoder's change are masked to zero (``Interpreter.weight_gate``),
+so a batch mixing families reads each MLP as a batch of MLPs would.
 
 With ``answer_width`` an MLP also reads the output neuron's answers on the whole probe
 set at once (asinh of the logits, standardized per probe over training subjects: what
@@ -45,6 +48,13 @@ from zoo.config import ACTIVATIONS
 from zoo.readers.interpreter import InterpreterError
 from zoo.readers.interpreter.config import ModelConfig
 from zoo.readers.interpreter.data import Batch, Weights
+from zoo.readers.interpreter.neurons import KINDS, N_FIXED_KINDS
+from zoo.readers.interpreter.token_forward import activation_runs, output_values, subject_logits, subject_values
+
+from zoo.readers.interpreter.pattern_readers import PatternAnswers, PatternReader, pattern_columns
+
+# re-exported from the modules they moved to
+__all__ = ["PatternAnswers", "PatternReader", "activation_runs", "output_values", "pattern_columns", "subject_logits", "subject_values"]
 
 N_POSITION = 5
 N_WEIGHT_STATS = 11
@@ -108,7 +118,7 @@ def _token_stats(batch: Batch, weights: Weights, in_scale: torch.Tensor, out_sca
     incoming = [torch.where(first, a, b) * in_scale for a, b in zip(incoming_in, incoming_adj)]
     outgoing = [s * out_scale for s in _masked_stats(weights.adj.transpose(1, 2), edges.transpose(1, 2))]
     bias = weights.bias * in_scale
-    return torch.stack([*incoming, *outgoing, bias], dim=-1) * batch.mask[..., None]
+    return torch.stack([*incoming, *outgoing, bias], dim=-1) * batch.weight_mask[..., None]
 
 
 def named_sets(out: Output) -> torch.Tensor:
@@ -140,7 +150,7 @@ def named_set_gradient(
         labels = (named @ member.T > 0).to(logits.dtype)
         loss = F.binary_cross_entropy_with_logits(logits, labels, reduction="none").mean(-1)
         g_in, g_adj, g_bias = torch.autograd.grad(loss.sum(), leaves)
-    scale = batch.fan_in.rsqrt() * batch.mask  # dL/dv = dL/dw / sqrt(fan-in)
+    scale = batch.fan_in.rsqrt() * batch.weight_mask  # dL/dv = dL/dw / sqrt(fan-in)
     first, edges = batch.first.to(scale.dtype), batch.edges.to(scale.dtype)
     g = Weights(g_in * (scale * first)[..., None], g_adj * scale[..., None] * edges, g_bias * scale)
     square = g.w_in.square().sum((1, 2)) + g.adj.square().sum((1, 2)) + g.bias.square().sum(-1)
@@ -149,131 +159,7 @@ def named_set_gradient(
     ones = torch.ones_like(batch.fan_in)
     per_subject = torch.stack([norm.log(), loss.detach()], -1)[:, None, :].expand(-1, batch.mask.shape[1], -1)
     features = torch.cat([_token_stats(batch, direction, ones, ones), per_subject], -1)
-    return direction, features * batch.mask[..., None]
-
-
-def pattern_columns(stats: list[str] | tuple[str, ...], names: list[str] | tuple[str, ...]) -> tuple[list[int], int]:
-    """Signature columns holding each pattern's probe mean (-1 where absent) and the negatives' one.
-
-    With ``activations: both`` the post-activation columns are used.
-    """
-    def find(name: str) -> int:
-        for candidate in (f"pattern_mean:{name}", f"post:pattern_mean:{name}", f"pre:pattern_mean:{name}"):
-            if candidate in stats:
-                return list(stats).index(candidate)
-        return -1
-
-    return [find(n) for n in names], find("none")
-
-
-class PatternAnswers(nn.Module):
-    """Each pattern's answers read by weights shared across patterns (equivariant in the pattern axis).
-
-    For pattern ``p``: quantiles, share answered yes and mean of the answers (asinh logits) on
-    ``p``'s own probes, beside the same of the negatives and the mean of the first over every
-    pattern with probes (DeepSets context: how many patterns the subject says yes to). Swapping two
-    patterns' probes swaps their features and nothing else, so the reader cannot learn which
-    patterns go together, only how an answered, a degraded and an absent pattern look.
-    """
-
-    QUANTILES = 9
-
-    def __init__(self, probe_patterns: list[int], n_patterns: int, width: int, dropout: float):
-        super().__init__()
-        groups = [[i for i, q in enumerate(probe_patterns) if q == p] for p in range(n_patterns)]
-        negatives = [i for i, q in enumerate(probe_patterns) if q < 0]
-        longest = max([len(g) for g in groups] + [1])
-        self.register_buffer("index", torch.tensor([g + [0] * (longest - len(g)) for g in groups], dtype=torch.long), persistent=False)
-        self.register_buffer("count", torch.tensor([len(g) for g in groups], dtype=torch.long), persistent=False)
-        self.register_buffer("negatives", torch.tensor(negatives or [0], dtype=torch.long), persistent=False)
-        self.register_buffer("n_negatives", torch.tensor(len(negatives)), persistent=False)  # 0: summarized as zeros
-        n = self.QUANTILES + 2
-        self.mlp = nn.Sequential(nn.Linear(3 * n, width), nn.GELU(), nn.Dropout(dropout), nn.Linear(width, width), nn.GELU())
-
-    def summary(self, values: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
-        """Quantiles, share above zero and mean over the first ``count`` entries of the last axis: ``[..., Q + 2]``."""
-        k = values.shape[-1]
-        valid = torch.arange(k, device=values.device) < count[..., None]
-        ranked = values.masked_fill(~valid, float("inf")).sort(-1).values
-        q = torch.linspace(0, 1, self.QUANTILES, device=values.device)
-        position = (q * (count[..., None] - 1).clamp_min(0)).round().long().expand(*values.shape[:-1], -1)
-        quantiles = ranked.gather(-1, position).masked_fill(count[..., None] == 0, 0.0)
-        keep = valid.to(values.dtype)
-        n = count[..., None].clamp_min(1).to(values.dtype)
-        share = ((values > 0).to(values.dtype) * keep).sum(-1, keepdim=True) / n
-        mean = (values * keep).sum(-1, keepdim=True) / n
-        return torch.cat([quantiles, share, mean], dim=-1)
-
-    def forward(self, answers: torch.Tensor) -> torch.Tensor:
-        """``[B, P, width]`` from the answers ``[B, R]`` (asinh of the output logit on every probe)."""
-        b, p = answers.shape[0], self.index.shape[0]
-        own = self.summary(answers[:, self.index], self.count.expand(b, -1))  # [B, P, Q + 2]
-        present = (self.count > 0).to(answers.dtype)[None, :, None]
-        context = (own * present).sum(1) / present.sum(1).clamp_min(1)
-        negative = self.summary(answers[:, self.negatives], self.n_negatives.expand(b))
-        features = torch.cat([own, negative[:, None].expand(-1, p, -1), context[:, None].expand(-1, p, -1)], dim=-1)
-        return self.mlp(features) * present
-
-
-class PatternReader(nn.Module):
-    """Per-pattern states from the neurons, shared across patterns (equivariant in the pattern axis).
-
-    For pattern ``p`` and neuron ``n`` a pair feature is made of the neuron's state and its
-    response to ``p``'s probes (its signature column ``pattern_mean:p``, raw and relative
-    to the negatives' column); pairs are pooled over the neurons by attention (order-free)
-    and next to the output neuron's own pair, then joined with a pattern embedding, the
-    answer reader's features for the pattern (when there is one) and the model latent.
-    The same weights read every pattern's neurons, so what is learned about one
-    pattern's columns transfers to the others.
-    """
-
-    def __init__(
-        self,
-        d: int,
-        latent: int,
-        n_patterns: int,
-        columns: list[int],
-        none_column: int,
-        dropout: float,
-        answer_width: int = 0,
-        answers_per_pattern: bool = False,
-    ):
-        super().__init__()
-        # joint answers [B, aw] are unpacked into one part per pattern; per-pattern answers [B, P, aw] share one map
-        self.from_answers = nn.Linear(answer_width, (1 if answers_per_pattern else n_patterns) * d) if answer_width else None
-        parts = 4 if answer_width else 3
-        self.register_buffer("columns", torch.tensor([max(c, 0) for c in columns], dtype=torch.long), persistent=False)
-        self.register_buffer("present", torch.tensor([c >= 0 for c in columns], dtype=torch.float32), persistent=False)
-        self.none_column = none_column
-        self.pair = nn.Sequential(nn.Linear(d + 3, d), nn.GELU(), nn.Dropout(dropout), nn.Linear(d, d))
-        self.score = nn.Linear(d, 1)
-        self.emb = nn.Embedding(n_patterns, d)
-        self.from_latent = nn.Linear(latent, d)
-        self.mix = nn.Sequential(nn.LayerNorm(parts * d), nn.Linear(parts * d, d), nn.GELU(), nn.Dropout(dropout), nn.Linear(d, d))
-
-    def forward(
-        self, tokens: torch.Tensor, sig: torch.Tensor, batch: Batch, latent: torch.Tensor, answers: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """``[B, P, d]`` pattern states from token states ``[B, N, d]``, the normalized signature ``[B, N, S]``
-        and the answer reader's features (``[B, answer_width]``, or ``[B, P, answer_width]`` per pattern)."""
-        response = sig[..., self.columns] * self.present  # [B, N, P]
-        none = sig[..., self.none_column : self.none_column + 1] if self.none_column >= 0 else torch.zeros_like(response[..., :1])
-        relative = (response - none) * self.present
-        is_out = batch.output.to(sig.dtype)[..., None].expand_as(response)
-        b, n, p = response.shape
-        pair_in = torch.cat(
-            [tokens[:, None, :, :].expand(b, p, n, tokens.shape[-1]), torch.stack([response, relative, is_out], -1).transpose(1, 2)],
-            dim=-1,
-        )
-        pairs = self.pair(pair_in)  # [B, P, N, d]
-        scores = self.score(pairs).squeeze(-1).masked_fill(~batch.mask[:, None, :], float("-inf"))
-        pooled = torch.einsum("bpn,bpnd->bpd", torch.softmax(scores, dim=-1), pairs)
-        out_pair = (pairs * batch.output.to(sig.dtype)[:, None, :, None]).sum(2)
-        parts = [pooled, out_pair, self.emb.weight[None].expand(b, -1, -1)]
-        if self.from_answers is not None:
-            parts.append(self.from_answers(answers).view(b, p, -1))
-        state = torch.cat(parts, dim=-1)
-        return self.mix(state) + self.from_latent(latent)[:, None, :]
+    return direction, features * batch.weight_mask[..., None]
 
 
 class Block(nn.Module):
@@ -293,16 +179,38 @@ class Block(nn.Module):
             nn.Linear(d, config.mlp_ratio * d), nn.GELU(), nn.Dropout(config.dropout), nn.Linear(config.mlp_ratio * d, d)
         )
 
-    def forward(self, h: torch.Tensor, mask: torch.Tensor, adj: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, mask: torch.Tensor, adj: torch.Tensor | None, reads: torch.Tensor | None = None) -> torch.Tensor:
+        """``reads [B, 1, 1]`` (None: every subject) gates the weight-graph messages to the subjects that have them."""
         if self.use_weights and adj is not None:
             x = self.ln_msg(h)
             incoming = torch.bmm(adj, self.msg_in(x))
             outgoing = torch.bmm(adj.transpose(1, 2), self.msg_out(x))
-            h = h + self.msg_proj(torch.cat([incoming, outgoing], dim=-1))
+            message = self.msg_proj(torch.cat([incoming, outgoing], dim=-1))
+            h = h + (message if reads is None else message * reads)
         x = self.ln_att(h)
         attended, _ = self.att(x, x, x, key_padding_mask=~mask, need_weights=False)
         h = h + attended
         return h + self.mlp(self.ln_mlp(h))
+
+
+class NeuronKinds(nn.Module):
+    """An embedding per neuron kind (``neurons.KINDS``) with the MLP's two kinds fixed at zero.
+
+    The layer embedding already tells an MLP's hidden units from its output; the rows learned here
+    are the other families' kinds (``ffn``, ``resid``, any other), which start at zero.
+    """
+
+    def __init__(self, d: int):
+        super().__init__()
+        self.table = nn.Parameter(torch.zeros(len(KINDS) + 1 - N_FIXED_KINDS, d))
+
+    def forward(self, batch: Batch) -> torch.Tensor | float:
+        """``[B, N, d]``, or 0.0 for a batch with none but the MLP's kinds: the table then stays out of the graph
+        (no gradient), so the optimizer and gradient clipping see what runs saw before kinds existed."""
+        if batch.kind is None or not bool((batch.kind >= N_FIXED_KINDS).any()):
+            return 0.0
+        table = torch.cat([self.table.new_zeros(N_FIXED_KINDS, self.table.shape[1]), self.table])
+        return table[batch.kind]
 
 
 NEVER = -30.0  # the logit of a pattern the zoo never draws: finite, so BCE and softmax stay finite
@@ -408,6 +316,20 @@ class Interpreter(nn.Module):
                 nn.init.zeros_(layer.bias)
         if self.dec_edit is not None:
             nn.init.zeros_(self.dec_edit.weight)
+        # created last, as a child module (its parameter comes last, after every earlier one, in the optimizer's
+        # state of a run), at zero and drawing no random numbers: an MLP zoo's run trains as before kinds existed
+        self.kinds = NeuronKinds(d)
+
+    def weight_gate(self, batch: Batch) -> torch.Tensor | None:
+        """``[B, 1, 1]`` 1 where the subject's family has the token-space reader; None when all have it."""
+        reads = batch.reads_weights
+        return None if bool(reads.all()) else reads.to(batch.signature.dtype)[:, None, None]
+
+    def load_weights(self, state: dict[str, torch.Tensor]) -> None:
+        """``load_state_dict`` that reads checkpoints made before ``kinds`` existed (it stays at zero)."""
+        missing, unexpected = self.load_state_dict(state, strict=False)
+        if unexpected or set(missing) - {"kinds.table"}:
+            self.load_state_dict(state)  # raises with torch's own message
 
     # ------------------------------------------------------------ encoder and heads
 
@@ -423,7 +345,10 @@ class Interpreter(nn.Module):
         """Every neuron's value on every probe ``[B, R, N]`` (None when no part of the model reads them)."""
         if not (self.config.probe_activations or self.config.answer_width):
             return None
-        return subject_values(batch, batch.degraded, self.probe_inputs)
+        values = subject_values(batch, batch.degraded, self.probe_inputs)
+        if batch.site_values is None:
+            return values
+        return torch.where(batch.reads_weights[:, None, None], values, batch.site_values)
 
     @staticmethod
     def answers(batch: Batch, values: torch.Tensor) -> torch.Tensor:
@@ -450,14 +375,17 @@ class Interpreter(nn.Module):
         h = self.sig_proj(sig) + self.pos_proj(position_features(batch))
         hidden_index = batch.layer.clamp(0, self.config.max_layers - 1)
         index = torch.where(batch.output, self.config.max_layers, hidden_index)
-        h = h + self.layer_emb(index)
+        h = h + self.layer_emb(index) + self.kinds(batch)
         if self.act_emb is not None:
             act = torch.where(batch.activation < 0, len(ACTIVATIONS), batch.activation)
             h = h + self.act_emb(act)[:, None, :]
         if self.config.use_weights:
             w = batch.degraded
             scaled_in = w.w_in * batch.fan_in.sqrt()[..., None] * batch.first[..., None]
-            h = h + self.in_proj(scaled_in) + self.wstat_proj(weight_features(batch, w))
+            read_in, read_stats = self.in_proj(scaled_in), self.wstat_proj(weight_features(batch, w))
+            gate = self.weight_gate(batch)
+            # an MLP-only batch adds them as runs before families did (same order: bit-identical runs)
+            h = h + read_in + read_stats if gate is None else h + (read_in + read_stats) * gate
         if self.config.probe_activations:
             h = h + self.probe_proj(self.probe_norm(torch.asinh(values).transpose(1, 2)))
         return h * batch.mask[..., None]
@@ -467,8 +395,9 @@ class Interpreter(nn.Module):
         adj = batch.degraded.adj if self.config.use_weights else None
         values = self.probe_values(batch)
         h = self.embed(batch, values)
+        gate = self.weight_gate(batch)
         for block in self.blocks:
-            h = block(h, batch.mask, adj)
+            h = block(h, batch.mask, adj, gate)
         x = self.ln_final(h)
         mask = batch.mask
         scores = self.pool_query(x).squeeze(-1).masked_fill(~mask, float("-inf"))
@@ -522,10 +451,11 @@ class Interpreter(nn.Module):
             named = named_sets(out) if named is None else named
             direction, features = named_set_gradient(batch, batch.degraded, self.probe_inputs, self.probe_member, named)
             h = h + self.dec_gradient(features)
+        gate = self.weight_gate(batch)
         for block in (self.dec_block, *self.dec_more):
-            h = block(h, batch.mask, adj)
+            h = block(h, batch.mask, adj, gate)
         u = self.dec_mlp(h)
-        scale = batch.fan_in.rsqrt() * batch.mask
+        scale = batch.fan_in.rsqrt() * batch.weight_mask  # no change where the family has no token space
         first = batch.first.to(u.dtype)
         d_in = self.dec_in(u) * (scale * first)[..., None]
         d_bias = self.dec_bias(u).squeeze(-1) * scale
@@ -557,64 +487,3 @@ class Interpreter(nn.Module):
                 now = replace(batch, degraded=repaired)
                 repaired = repaired + self.decode(now, self(now), named=named)
         return repaired
-
-
-# ---------------------------------------------------------------- subjects in token space
-
-
-_ACTIVATION_FNS = {
-    "relu": torch.relu,
-    "gelu": F.gelu,
-    "tanh": torch.tanh,
-    "sigmoid": torch.sigmoid,
-    "leaky_relu": lambda z: F.leaky_relu(z, 0.01),
-}
-
-
-def activation_runs(activation: torch.Tensor) -> list[tuple[int, int, str]]:
-    """``(start, end, name)`` for every run of consecutive models sharing an activation."""
-    values = activation.tolist()
-    runs, start = [], 0
-    for i in range(1, len(values) + 1):
-        if i == len(values) or values[i] != values[start]:
-            runs.append((start, i, ACTIVATIONS[values[start]]))
-            start = i
-    return runs
-
-
-def _activate(pre: torch.Tensor, runs: list[tuple[int, int, str]]) -> torch.Tensor:
-    """Each model's own activation, applied run by run (batches sorted by activation have few runs)."""
-    if len(runs) == 1:
-        return _ACTIVATION_FNS[runs[0][2]](pre)
-    return torch.cat([_ACTIVATION_FNS[name](pre[start:end]) for start, end, name in runs])
-
-
-def subject_values(batch: Batch, weights: Weights, x: torch.Tensor) -> torch.Tensor:
-    """Every neuron's value ``[B, R, N]`` on one-hot inputs ``x [R, D]``: hidden post-activations, and the
-    logit at the output token (0 on padding). Differentiable in ``weights``."""
-    runs = activation_runs(batch.activation)
-    mask, layer = batch.mask, batch.layer
-    pre = torch.matmul(x, weights.w_in.transpose(1, 2)) + weights.bias[:, None, :]
-    v = _activate(pre, runs) * batch.first.to(x.dtype)[:, None, :]
-    for step in range(1, int(batch.n_layers.max()) + 1):
-        pre = torch.bmm(v, weights.adj.transpose(1, 2)) + weights.bias[:, None, :]
-        here = mask & (layer == step)
-        out = (here & batch.output).to(x.dtype)[:, None, :]
-        hidden = (here & ~batch.output).to(x.dtype)[:, None, :]
-        v = v + pre * out
-        if bool(hidden.any()):
-            v = v + _activate(pre, runs) * hidden
-    return v
-
-
-def subject_logits(batch: Batch, weights: Weights, x: torch.Tensor) -> torch.Tensor:
-    """Logits ``[B, R]`` of every subject (with ``weights`` in token space) on one-hot inputs ``x [R, D]``.
-
-    The same function as ``zoo.load_model(row)`` computes; differentiable in ``weights``.
-    """
-    return output_values(batch, subject_values(batch, weights, x))
-
-
-def output_values(batch: Batch, values: torch.Tensor) -> torch.Tensor:
-    """The output logit ``[B, R]`` out of every neuron's values ``[B, R, N]``."""
-    return (values * batch.output.to(values.dtype)[:, None, :]).sum(-1)

@@ -12,6 +12,10 @@ stays held out. The same refinement started from the degraded weights is the con
 shows what the decoder adds.
 
 ``zoo interpret edit`` refines an edited model the same way, on the data for the edited set.
+
+Refinement trains any family's subjects: MLPs with the population trainer and the zoo's
+``training`` recipe, as always; another family with its own trainer (``Family.train``) and
+the recipe of the mixture part its batch drew (``ZooConfig.training_for``).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from zoo.factory.plan import BatchPlan, batch_seed, plan_batch
 from zoo.patterns.sampler import LabelledSet, sampler_for
 from zoo.readers.interpreter.config import RefineConfig
 from zoo.readers.interpreter.data import Example
+from zoo.subjects.families import get_family
 from zoo.subjects.population import to_weights
 from zoo.subjects.train import SubjectJob, train_subjects
 
@@ -139,7 +144,27 @@ def refine(
             continue
         todo.append(i)
         step(1)
-    for group in train_subjects(jobs, plans.config.training, device, epochs=config.epochs, on_group=step):
+    mlp = [k for k, job in enumerate(jobs) if job.architecture.family == "mlp"]
+    for group in train_subjects([jobs[k] for k in mlp], plans.config.training, device, epochs=config.epochs, on_group=step):
         for slot, weights in zip(group.indices, to_weights(group.population)):
-            out[todo[slot]] = weights
+            out[todo[mlp[slot]]] = weights
+    batch_ids = [examples[i].batch_id for i in todo]
+    _refine_other_families(jobs, todo, batch_ids, out, plans, config.epochs, device, step)
     return out
+
+
+def _refine_other_families(
+    jobs: list[SubjectJob], todo: list[int], batch_ids: list[int], out: list[np.ndarray], plans: Plans, epochs: int, device, step
+) -> None:
+    """Train the jobs of families other than the MLP with their own trainer, per mixture part's recipe
+    (``jobs[k]`` is model ``todo[k]`` of batch ``batch_ids[k]``)."""
+    parts: dict[tuple[str, int | None], list[int]] = {}
+    for k, job in enumerate(jobs):
+        if job.architecture.family != "mlp":
+            parts.setdefault((job.architecture.family, plans(batch_ids[k]).part), []).append(k)
+    for (name, part), members in parts.items():
+        family = get_family(name)
+        for group in family.train([jobs[k] for k in members], plans.config.training_for(part), device, epochs=epochs):
+            for slot, weights in zip(group.indices, family.weights(group.population)):
+                out[todo[members[slot]]] = weights
+        step(len(members))

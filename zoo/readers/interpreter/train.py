@@ -19,12 +19,10 @@ import math
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from pydantic import ValidationError
 from safetensors.torch import load_file, save_file
 
@@ -33,22 +31,26 @@ from zoo.config import format_validation_error
 from zoo.readers.interpreter import InterpreterError
 from zoo.readers.interpreter.config import InterpreterConfig, migrate_run_config
 from zoo.readers.interpreter.data import (
-    Batch,
-    Example,
     SplitData,
-    Weights,
     ZooSource,
     collate,
     dump_json,
-    from_tokens,
     one_hot,
     open_source,
-    repair_inputs,
 )
-from zoo.readers.interpreter.directions import LatentMeans, edited_sets, sample_edits
-from zoo.readers.interpreter.metrics import SetSpace, choose_threshold, exact_match, macro_f1, mae, read_sets, top1
-from zoo.readers.interpreter.model import Interpreter, Output, pattern_columns, subject_logits
+from zoo.readers.interpreter.directions import LatentMeans
+from zoo.readers.interpreter.model import Interpreter, pattern_columns
+from zoo.readers.interpreter.optimizer import AdamW
+from zoo.readers.interpreter.losses import Edits, RepairInputs, edit_loss, function_loss, losses, weight_loss
 from zoo.runtime import resolve_device, torch_threads
+
+from zoo.readers.interpreter.inference import OBJECTIVE_TERMS, Predictions, evaluate_loss, predict, quick_metrics, selection_score
+
+# re-exported: the losses and the inference moved to their own modules
+__all__ = [
+    "OBJECTIVE_TERMS", "AdamW", "Edits", "Predictions", "RepairInputs", "edit_loss", "evaluate_loss", "function_loss", "losses", "predict",
+    "quick_metrics", "selection_score", "weight_loss",
+]
 
 RUN_VERSION = 2  # 2: the config's defaults became the shipped recipe's (config.DEFAULTS_BEFORE reads older runs)
 CONFIG_FILE = "config.json"
@@ -59,270 +61,8 @@ REPAIR_FILE = "best_repair.safetensors"
 CHECKPOINTS = {"best": BEST_FILE, "repair": REPAIR_FILE, "last": LAST_FILE}
 
 EpochHook = Callable[[int, dict, Path], None]
-OBJECTIVE_TERMS = ("patterns", "corrupted", "accuracy", "repair_function")
 # may change when a run resumes: runtime settings, and what only evaluation uses
 RUNTIME_FIELDS = ("device", "threads", "eval_batch_size", "select", "set_threshold", "baselines", "refine")
-
-
-# ---------------------------------------------------------------- losses
-
-
-@dataclass
-class RepairInputs:
-    """Inputs of the functional repair loss: one-hot ``x [R, D]``, membership and nearness ``[R, V]``
-    (``data.repair_inputs``)."""
-
-    x: torch.Tensor
-    member: torch.Tensor
-    near: torch.Tensor
-
-    @classmethod
-    def build(
-        cls, source: ZooSource, config: InterpreterConfig, device: torch.device, step: int | None = None
-    ) -> RepairInputs:
-        """The fixed set (``step`` None), or training step ``step``'s own draw."""
-        data = config.data
-        seed = config.seed if step is None else (config.seed, step)
-        tokens, member, near = repair_inputs(
-            source.config, data.repair_per_pattern, data.repair_random, seed, data.repair_near_misses
-        )
-        x = one_hot(tokens, source.config.patterns.vocab_size)
-        return cls(x.to(device), torch.from_numpy(member).to(device), torch.from_numpy(near).to(device))
-
-
-def weight_loss(batch: Batch, delta: Weights) -> torch.Tensor:
-    """MSE between the decoded and the true change (clean - degraded), in init-scale units."""
-    scale = batch.fan_in.sqrt()
-    first = batch.first[..., None].to(scale.dtype)
-    edges = batch.edges.to(scale.dtype)
-    mask = batch.mask.to(scale.dtype)
-    err_in = ((delta.w_in - (batch.clean.w_in - batch.degraded.w_in)) * scale[..., None]).square() * first
-    err_adj = ((delta.adj - (batch.clean.adj - batch.degraded.adj)) * scale[..., None]).square() * edges
-    err_b = ((delta.bias - (batch.clean.bias - batch.degraded.bias)) * scale).square() * mask
-    return (err_in.sum() + err_adj.sum() + err_b.sum()) / batch.n_weights.sum().clamp_min(1)
-
-
-def function_loss(
-    batch: Batch, repaired: Weights, inputs: RepairInputs, emphasis: float, near_emphasis: float = 0.0
-) -> torch.Tensor:
-    """Soft BCE of the repaired model's outputs against the clean model's, less the clean entropy (0 at a perfect
-    repair); the corrupted pattern's sequences weigh ``1 + emphasis``, its near misses ``1 + near_emphasis``."""
-    with torch.no_grad():
-        target_logits = subject_logits(batch, batch.clean, inputs.x)
-        target = torch.sigmoid(target_logits)
-        floor = F.binary_cross_entropy_with_logits(target_logits, target, reduction="none")
-        weight = 1.0 + emphasis * inputs.member[:, batch.corrupted].T + near_emphasis * inputs.near[:, batch.corrupted].T
-    pred = subject_logits(batch, repaired, inputs.x)
-    loss = F.binary_cross_entropy_with_logits(pred, target, reduction="none") - floor
-    return (loss * weight).sum() / weight.sum()
-
-
-@dataclass
-class Edits:
-    """What the edit term draws on: the latent means its directions come from, and the generator of its edits."""
-
-    means: LatentMeans
-    generator: torch.Generator
-
-
-def edit_loss(model: Interpreter, batch: Batch, out: Output, inputs: RepairInputs, edits: Edits, emphasis: float) -> torch.Tensor | None:
-    """BCE of the model decoded from a latent moved along one pattern's direction, against the moved set's labels.
-
-    Each model adds a pattern it lacks or removes one it has (``sample_edits``); the labels on the
-    repair inputs are those of the edited set (a sequence is positive when it matches one of its
-    patterns), the edited pattern's sequences weigh ``1 + emphasis``. Token states and the latent
-    enter detached: edits teach the decoder to follow the directions, not the encoder to make them
-    (the latent's normalization, shared with the heads, does learn from them). None while no
-    pattern has been seen both with and without.
-    """
-    directions, known = edits.means.directions()
-    if not bool(known.any()):
-        return None
-    pattern, sign = sample_edits(batch.targets, known & ~model.undrawn, edits.generator)
-    pattern, sign = pattern.to(out.latent.device), sign.to(out.latent.device)
-    moved = out.latent.detach() + sign[:, None] * directions[pattern]
-    frozen = replace(out, latent=out.latent.detach(), tokens=out.tokens.detach(), corrupted=out.corrupted.detach())
-    asked = edited_sets(batch.targets, pattern, sign).to(moved.dtype)
-    edited = batch.degraded + model.decode(batch, frozen, moved, asked)
-    labels = (asked @ inputs.member.T > 0).to(moved.dtype)
-    weight = 1.0 + emphasis * inputs.member[:, pattern].T * (sign != 0).to(moved.dtype)[:, None]
-    loss = F.binary_cross_entropy_with_logits(subject_logits(batch, edited, inputs.x), labels, reduction="none")
-    return (loss * weight).sum() / weight.sum()
-
-
-def losses(
-    model: Interpreter,
-    batch: Batch,
-    config: InterpreterConfig,
-    inputs: RepairInputs,
-    *,
-    every_term: bool = False,
-    edits: Edits | None = None,
-) -> tuple[torch.Tensor, dict[str, float], Output]:
-    """Total loss, its terms and the heads' outputs.
-
-    Terms with weight 0 are skipped unless ``every_term`` (evaluation reports them all); the
-    edit term needs ``edits``.
-    """
-    w = config.loss
-    out = model(batch)
-    terms: dict[str, torch.Tensor] = {}
-    if w.patterns or every_term:
-        terms["patterns"] = F.binary_cross_entropy_with_logits(out.patterns, batch.targets)
-    if w.corrupted or every_term:
-        terms["corrupted"] = F.cross_entropy(out.corrupted, batch.corrupted)
-    if w.accuracy or every_term:
-        terms["accuracy"] = 10.0 * F.mse_loss(out.accuracy, batch.accuracy)
-    if w.repair_weights or w.repair_function or every_term:
-        repaired = model.repair(batch, out)
-        if w.repair_weights or every_term:
-            terms["repair_weights"] = weight_loss(batch, repaired - batch.degraded)
-        if w.repair_function or every_term:
-            terms["repair_function"] = function_loss(batch, repaired, inputs, w.corrupted_emphasis, w.near_miss_emphasis)
-    if edits is not None and (w.edit or every_term):
-        term = edit_loss(model, batch, out, inputs, edits, w.corrupted_emphasis)
-        if term is not None:
-            terms["edit"] = term
-    weights = {
-        "patterns": w.patterns,
-        "corrupted": w.corrupted,
-        "accuracy": w.accuracy,
-        "repair_weights": w.repair_weights,
-        "repair_function": w.repair_function,
-        "edit": w.edit,
-    }
-    total = sum(weights[name] * value for name, value in terms.items())
-    return total, {name: float(value.detach()) for name, value in terms.items()}, out
-
-
-# ---------------------------------------------------------------- inference
-
-
-@dataclass
-class Predictions:
-    """Everything the interpreter says about a list of examples (numpy, in example order)."""
-
-    examples: list[Example]
-    pattern_probs: np.ndarray  # [n, V]
-    corrupted_logits: np.ndarray  # [n, V]
-    accuracy: np.ndarray  # [n]
-    latent: np.ndarray  # [n, latent]
-    repaired: list[np.ndarray] | None  # flat weights per example
-
-    def pattern_sets(self, threshold: float = 0.5, space: SetSpace | None = None) -> np.ndarray:
-        return read_sets(self.pattern_probs, self.corrupted_logits, threshold, space)
-
-    @property
-    def targets(self) -> np.ndarray:
-        return np.stack([e.targets for e in self.examples]) if self.examples else np.zeros((0, self.pattern_probs.shape[1]))
-
-
-def predict(
-    model: Interpreter,
-    batches,
-    device: torch.device,
-    *,
-    repair: bool = False,
-) -> Predictions:
-    """Run the interpreter over ``(examples, batch)`` pairs (as ``SplitData.batches`` yields)."""
-    model.eval()
-    examples: list[Example] = []
-    probs, corrupted, accuracy, latents, repaired = [], [], [], [], []
-    with torch.no_grad():
-        for chunk, batch in batches:
-            batch = batch.to(device)
-            out = model(batch)
-            examples.extend(chunk)
-            probs.append(torch.sigmoid(out.patterns).cpu().numpy())
-            corrupted.append(out.corrupted.cpu().numpy())
-            accuracy.append(out.accuracy.cpu().numpy())
-            latents.append(out.latent.cpu().numpy())
-            if repair:
-                weights = model.repair(batch, out)
-                repaired.extend(from_tokens(weights, [e.architecture for e in chunk]))
-
-    def cat(parts: list[np.ndarray], width: int) -> np.ndarray:
-        return np.concatenate(parts) if parts else np.zeros((0, width), dtype=np.float32)
-
-    v = model.n_patterns
-    return Predictions(
-        examples,
-        cat(probs, v),
-        cat(corrupted, v),
-        np.concatenate(accuracy) if accuracy else np.zeros(0, dtype=np.float32),
-        cat(latents, model.config.latent),
-        repaired if repair else None,
-    )
-
-
-def quick_metrics(
-    pred: Predictions, names: tuple[str, ...], threshold: float | None = None, space: SetSpace | None = None
-) -> dict[str, float]:
-    """Set figures at ``threshold``, or (None) at the one evaluation would choose on these predictions,
-    sets brought into the zoo's ``space`` as evaluation does.
-
-    Training selects ``best.safetensors`` on validation this way, so the checkpoint kept is
-    the best at the set threshold the report will use, not at 0.5.
-    """
-    if not pred.examples:
-        return {}
-    truth = pred.targets
-    if threshold is None:
-        threshold = choose_threshold(pred.pattern_probs, pred.corrupted_logits, truth, space=space)
-    sets = pred.pattern_sets(threshold, space)
-    return {
-        "set_threshold": threshold,
-        "exact_match": exact_match(sets, truth),
-        "macro_f1": macro_f1(sets, truth, names),
-        "corrupted_accuracy": top1(pred.corrupted_logits, np.array([e.corrupted for e in pred.examples])),
-        "accuracy_mae": mae(pred.accuracy, np.array([e.accuracy for e in pred.examples])),
-    }
-
-
-def evaluate_loss(
-    model: Interpreter,
-    data: SplitData,
-    config: InterpreterConfig,
-    inputs: RepairInputs,
-    device: torch.device,
-    means: LatentMeans | None = None,
-) -> tuple[dict[str, float], Predictions]:
-    """Mean loss terms and quick metrics over a split (no gradient); the edit term along ``means``' directions,
-    with the same edits every call."""
-    edits = None if means is None else Edits(means, torch.Generator().manual_seed(config.seed))
-    model.eval()
-    sums: dict[str, float] = {}
-    total, rows = 0.0, 0
-    examples, probs, corrupted, accuracy, latents = [], [], [], [], []
-    with torch.no_grad():
-        for chunk, batch in data.batches(config.eval_batch_size):
-            batch = batch.to(device)
-            loss, terms, out = losses(model, batch, config, inputs, every_term=True, edits=edits)
-            n = len(chunk)
-            total += float(loss) * n
-            rows += n
-            for name, value in terms.items():
-                sums[name] = sums.get(name, 0.0) + value * n
-            examples.extend(chunk)
-            probs.append(torch.sigmoid(out.patterns).cpu().numpy())
-            corrupted.append(out.corrupted.cpu().numpy())
-            accuracy.append(out.accuracy.cpu().numpy())
-            latents.append(out.latent.cpu().numpy())
-    if not rows:
-        return {}, Predictions([], np.zeros((0, model.n_patterns)), np.zeros((0, model.n_patterns)), np.zeros(0), np.zeros((0, 1)), None)
-    pred = Predictions(examples, np.concatenate(probs), np.concatenate(corrupted), np.concatenate(accuracy), np.concatenate(latents), None)
-    figures = {"loss": total / rows, **{f"loss_{k}": v / rows for k, v in sums.items()}}
-    # the same sum whatever the configured weights, so runs with other loss weights compare (Tune's default metric)
-    figures["objective"] = sum(figures[f"loss_{k}"] for k in OBJECTIVE_TERMS)
-    return figures, pred
-
-
-def selection_score(metrics: dict, select: str) -> tuple[float, float]:
-    """Lower is better: ``(-exact match, loss)`` on validation, or ``(loss, 0)``; training loss without a validation split."""
-    loss = metrics.get("val_loss", metrics["train_loss"])
-    if select == "exact_match" and "val_exact_match" in metrics:
-        return -metrics["val_exact_match"], loss
-    return loss, 0.0
 
 
 # ---------------------------------------------------------------- run folder
@@ -409,7 +149,7 @@ def load_model(run_dir: str | Path, which: str = "best", device: torch.device | 
     model = build_model(config, description["data"])
     path = checkpoint_path(run_dir, which)
     state = load_file(path)
-    model.load_state_dict({k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")})
+    model.load_weights({k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")})
     return model.to(device).eval(), config, description
 
 
@@ -432,59 +172,6 @@ def save_checkpoint(
 
 
 # ---------------------------------------------------------------- the loop
-
-
-class AdamW:
-    """Adam with decoupled weight decay, as ``torch.optim.AdamW`` computes it.
-
-    Written out because ``torch.optim`` imports ``torch._dynamo`` on first use (seconds
-    per process), and so that its state is a flat dict of tensors for safetensors.
-    """
-
-    def __init__(self, params, *, lr: float, betas: tuple[float, float], weight_decay: float, eps: float = 1e-8):
-        self.params = [p for p in params if p.requires_grad]
-        self.lr, self.betas, self.weight_decay, self.eps = lr, betas, weight_decay, eps
-        self.steps = 0
-        self.m = [torch.zeros_like(p) for p in self.params]
-        self.v = [torch.zeros_like(p) for p in self.params]
-
-    def zero_grad(self) -> None:
-        for p in self.params:
-            p.grad = None
-
-    @torch.no_grad()
-    def step(self) -> None:
-        self.steps += 1
-        beta1, beta2 = self.betas
-        bc1, bc2 = 1 - beta1**self.steps, 1 - beta2**self.steps
-        for p, m, v in zip(self.params, self.m, self.v):
-            if p.grad is None:
-                continue
-            g = p.grad
-            if self.weight_decay:
-                p.mul_(1 - self.lr * self.weight_decay)
-            m.lerp_(g, 1 - beta1)
-            v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-            p.addcdiv_(m, (v / bc2).sqrt_().add_(self.eps), value=-self.lr / bc1)
-
-    def state_tensors(self) -> dict[str, torch.Tensor]:
-        out = {"optim.steps": torch.tensor(self.steps, dtype=torch.int64)}
-        for i, (m, v) in enumerate(zip(self.m, self.v)):
-            out[f"optim.m.{i}"], out[f"optim.v.{i}"] = m, v
-        return out
-
-    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
-        if "optim.steps" not in tensors:
-            raise InterpreterError("checkpoint holds no optimizer state")
-        self.steps = int(tensors["optim.steps"])
-        for i, p in enumerate(self.params):
-            self.m[i] = tensors[f"optim.m.{i}"].to(p.device)
-            self.v[i] = tensors[f"optim.v.{i}"].to(p.device)
-
-    def to(self, device: torch.device) -> AdamW:
-        self.m = [m.to(device) for m in self.m]
-        self.v = [v.to(device) for v in self.v]
-        return self
 
 
 def _lr(config: InterpreterConfig, step: int, total: int) -> float:
@@ -625,7 +312,7 @@ def _train(
     else:
         model = build_model(config, source.describe())
         tensors = load_file(run_dir / LAST_FILE)
-        model.load_state_dict({k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")})
+        model.load_weights({k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")})
         state = resume
         if state.get("select", "loss") != config.select:  # another criterion: the next epoch starts the choice afresh
             state.update(best_val=None, select=config.select)

@@ -183,7 +183,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Probe every layer of one record's clean or degraded model; write the probes' "
         "checkpoints, report.md and report.json to --out.",
     )
-    p.add_argument("--data", required=True, help="zoo folder")
+    p.add_argument("--data", required=True, help="zoo folder or pyarrow.fs URI (s3://bucket/zoo)")
     p.add_argument("--row", type=int, required=True, help="record index (rows in batch, pair order)")
     p.add_argument("--which", choices=("clean", "degraded"), default="clean", help="which model of the record")
     p.add_argument("--out", required=True, help="output folder")
@@ -202,7 +202,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "per-model results and summary.md to --out: where the clean models hold their patterns, and where the "
         "degraded ones lose the corrupted one.",
     )
-    p.add_argument("--data", required=True, help="zoo folder")
+    p.add_argument("--data", required=True, help="zoo folder or pyarrow.fs URI (s3://bucket/zoo)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--batches", type=int, metavar="N", help="only the first N batches (default: all)")
     p.add_argument("--workers", type=int, default=0, help="Ray actors (0: in-process)")
@@ -218,7 +218,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Cache one record's model's activations at every layer, on its labelled sequences, to "
         "one Parquet file.",
     )
-    p.add_argument("--data", required=True, help="zoo folder")
+    p.add_argument("--data", required=True, help="zoo folder or pyarrow.fs URI (s3://bucket/zoo)")
     p.add_argument("--row", type=int, required=True, help="record index (rows in batch, pair order)")
     p.add_argument("--which", choices=("clean", "degraded"), default="clean", help="which model of the record")
     p.add_argument("--out", required=True, help="Parquet file to write")

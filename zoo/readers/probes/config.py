@@ -16,7 +16,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from zoo.config import Strict, load_or_default, shipped_config
+from zoo.config import DEVICE_HELP, Device, Strict, load_or_default, shipped_config
 from zoo.readers.tune import Distribution, TuneSettings
 
 DEFAULT_CONFIG = shipped_config("readers/probes.yaml")
@@ -106,7 +106,7 @@ class ProbeConfig(Strict):
     )
     models_per_group: int = Field(16, ge=1, description="models whose probes train as one batched computation")
     activation_chunk: int = Field(8192, ge=1, description="sequences per forward pass when collecting activations")
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when torch sees one, else the CPU")
+    device: Device = Field("auto", description=DEVICE_HELP)
     threads: int | None = Field(
         1, ge=1, description="torch CPU threads while probing (tiny matmuls: one thread beats two); null keeps torch's"
     )

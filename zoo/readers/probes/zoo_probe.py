@@ -36,6 +36,7 @@ from zoo.readers.probes.png import Series, line_chart
 from zoo.readers.probes.probe import ModelProbes, ModelSpec, probe_model, probe_models
 from zoo.readers.probes.report import class_metrics, detection_accuracy, layer_label, write_model_report
 from zoo.runtime import torch_threads
+from zoo.storage import resolve
 from zoo.subjects.families import get_family, require_family
 
 Log = Callable[[str], None]
@@ -222,7 +223,7 @@ def _run_ray(data_dir: Path, config: ProbeConfig, tasks: list[list[int]], worker
         check_resources(1, gpus_per_worker, wait_s, log, cpu_setting="CPUs per worker", gpu_setting="--gpus-per-worker")
         pool = ActorPool(
             ProbeWorker,
-            (str(data_dir.resolve()), config),
+            (resolve(data_dir).uri, config),  # an absolute path, or the URI (every node reads it)
             workers=min(workers, len(tasks)),
             num_cpus=1,
             num_gpus=gpus_per_worker,
@@ -253,7 +254,7 @@ def probe_zoo(
     """Probe every clean and degraded model of a zoo (its first ``batches`` batches if given) and summarize.
 
     ``progress(done, total, what)``, when given, is told each finished task (``zoo.progress``)."""
-    data_dir, out = Path(data_dir), Path(out)
+    out = Path(out)  # data_dir stays as given: a folder or a pyarrow.fs URI (``zoo.storage``)
     zoo = open_zoo(data_dir)
     if zoo.n_rows == 0:
         raise ProbeError(f"{data_dir}: the zoo holds no records to probe")

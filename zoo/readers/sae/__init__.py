@@ -9,6 +9,9 @@
 - ``zoo.readers.sae.autointerp``: AUROC and best-threshold F1 of every latent against every
   known binary feature.
 - ``python -m zoo.readers.sae.bench``: the population against a per-SAE loop.
+- On a zoo: ``corpus.Corpus`` (token sequences with ground-truth labels), ``subjects.collect_streams``
+  (activations at hookpoints, one stream per subject and hookpoint), ``splice.spliced_metrics``
+  (CE loss recovered), ``run.train_run`` / ``run.open_run`` (the run folder of ``zoo sae train``).
 
 Names are imported lazily so that importing the package does not load torch.
 """
@@ -29,6 +32,11 @@ _EXPORTS = {
     "save_coder": "store",
     "load_coder": "store",
     "load_population": "store",
+    "Corpus": "corpus",
+    "collect_streams": "subjects",
+    "spliced_metrics": "splice",
+    "train_run": "run",
+    "open_run": "run",
 }
 
 __all__ = sorted(_EXPORTS)

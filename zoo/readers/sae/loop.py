@@ -16,7 +16,7 @@ import torch
 from zoo.readers.sae.data import StreamOrder, median_bias, stream_seed
 from zoo.readers.sae.module import SparseCoder
 from zoo.readers.sae.spec import SAESpec, Stream, TrainConfig, check_specs, prepare
-from zoo.runtime import torch_threads
+from zoo.runtime import resolve_device, torch_threads
 
 
 def train_loop(
@@ -26,18 +26,21 @@ def train_loop(
     config = config or TrainConfig()
     by_name = check_specs(list(streams), list(specs))
     prepared = {name: prepare(by_name[name]) for name in dict.fromkeys(s.stream for s in specs)}
+    device = resolve_device(config.device, "sae.device")
     coders = []
     start = time.perf_counter()
     with torch_threads(config.threads):
         for spec in specs:
             p = prepared[spec.stream]
-            x_all = torch.from_numpy(p.train)
-            y_all = torch.from_numpy(p.target_train) if spec.transcode else x_all
+            x_all = torch.from_numpy(p.train).to(device)
+            y_all = torch.from_numpy(p.target_train).to(device) if spec.transcode else x_all
             coder = SparseCoder.from_spec(spec, x_all.shape[1], y_all.shape[1])
             with torch.no_grad():
                 coder.b_dec.copy_(median_bias(p, spec.transcode, config.median_tokens))
-            coders.append(_fit(coder, spec, x_all, y_all, config, stream_seed(config.data_seed, spec.stream)))
-    return coders, time.perf_counter() - start
+            coders.append(_fit(coder.to(device), spec, x_all, y_all, config, stream_seed(config.data_seed, spec.stream)))
+        if device.type == "cuda":  # the queue drains before the clock stops
+            torch.cuda.synchronize(device)
+    return [c.cpu() for c in coders], time.perf_counter() - start
 
 
 def _fit(coder: SparseCoder, spec: SAESpec, x_all, y_all, config: TrainConfig, seed: int) -> SparseCoder:
@@ -45,10 +48,10 @@ def _fit(coder: SparseCoder, spec: SAESpec, x_all, y_all, config: TrainConfig, s
     order = StreamOrder(len(x_all), seed)
     B = config.batch_size
     window = config.dead_tokens or len(x_all)
-    since = torch.zeros(spec.latents, dtype=torch.long)
+    since = torch.zeros(spec.latents, dtype=torch.long, device=x_all.device)
     threshold = None
     for _ in range(config.steps):
-        idx = order.next(B)
+        idx = order.next(B).to(x_all.device)
         x, y = x_all[idx], y_all[idx]
         dead = since >= window if spec.auxk else None
         loss, _, fired, smallest = coder.objective(x, y, alpha=spec.alpha, auxk=spec.auxk, dead=dead)

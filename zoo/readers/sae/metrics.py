@@ -204,12 +204,17 @@ class HeldOut:
             x = self.x[self.stream_id, cols]
             y = self._targets(cols)
             w = self.mask[self.stream_id, cols]
-            z, _ = stack.select(stack.pre_acts(x), batch_rule=False)
-            e = (y - stack.decode(z, x)) * stack.out_mask
+            if stack.kind == "topk":  # the sparse kernels: no dense [S, chunk, M] latents, no dense decode
+                z, indices, out = stack.topk_forward(x)
+                fired |= stack.fired(z, indices, w)
+            else:
+                z, _ = stack.select(stack.pre_acts(x), batch_rule=False)
+                out = stack.decode(z, x)
+                fired |= ((z > 0) & (w[..., None] > 0)).any(dim=1)
+            e = (y - out) * stack.out_mask
             sse += (e.pow(2).sum(-1) * w).sum(1)
             l1 += (z.sum(-1) * w).sum(1)
             nnz += ((z > 0).sum(-1) * w).sum(1)
-            fired |= ((z > 0) & (w[..., None] > 0)).any(dim=1)
         fvu = sse / self.total_var
         objective = fvu + stack.alpha / stack.d_out_f * l1 / self.tokens
         dead = 1.0 - fired.sum(1) / stack.latents

@@ -155,7 +155,7 @@ class SparseCoder(nn.Module):
             values, indices = topk_encode(x[None], shift[None, None], weight, bias, self.k)
             out = sparse_decode(values, indices, self.W_dec[None])[0] + self.b_dec
             hits = (values.detach() > 0).float().reshape(-1)
-            fired = torch.zeros(self.latents).index_add_(0, indices.reshape(-1), hits) > 0
+            fired = torch.zeros(self.latents, device=x.device).index_add_(0, indices.reshape(-1), hits) > 0
             pre = None
         else:
             pre = self.pre_acts(x)

@@ -150,22 +150,34 @@ class Stack:
             loss = loss + self.auxk * self._auxk(pre, e, total_var, dead)
         return StepOutput(loss=loss, fvu=fvu.detach(), fired=(z.detach() > 0).any(dim=1))
 
-    def _objective_topk(self, x: torch.Tensor, y: torch.Tensor, dead: torch.Tensor | None) -> StepOutput:
-        """TopK with the sparse kernels (``kernels.py``): the same values as the dense rule, less arithmetic."""
+    def topk_forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """TopK through the sparse kernels (``kernels.py``): kept values and latents ``[S, B, K]`` (ranks at or
+        past a coder's own ``k`` are 0) and the output ``[S, B, D_out]``; the dense rule's values, less arithmetic."""
         p = self.params
-        shift = self.shift()
-        values, indices = topk_encode(x, shift, p["W_enc"], p["b_enc"], self.K)
+        values, indices = topk_encode(x, self.shift(), p["W_enc"], p["b_enc"], self.K)
         values = values * self.rank_mask
         out = sparse_decode(values, indices, p["W_dec"]) + p["b_dec"]
         if self.any_skip:
             out = out + torch.bmm(x, p["W_skip"]) * self.skip_mask
+        return values, indices, out
+
+    def fired(self, values: torch.Tensor, indices: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+        """``[S, M]`` bool: latents with a positive kept value on some token (``weight [S, B]`` > 0: counted tokens)."""
+        hits = values.detach() > 0
+        if weight is not None:
+            hits = hits & (weight[..., None] > 0)
+        S = self.S
+        counts = torch.zeros(S, self.M, device=values.device)
+        return counts.scatter_add_(1, indices.reshape(S, -1), hits.float().reshape(S, -1)) > 0
+
+    def _objective_topk(self, x: torch.Tensor, y: torch.Tensor, dead: torch.Tensor | None) -> StepOutput:
+        """TopK with the sparse kernels (``topk_forward``)."""
+        values, indices, out = self.topk_forward(x)
         e = (y - out) * self.out_mask
         total_var = (y - y.mean(dim=1, keepdim=True)).pow(2).sum(dim=(1, 2))
         fvu = e.pow(2).sum(dim=(1, 2)) / total_var
         loss = fvu
-        S = self.S
-        hits = (values.detach() > 0).float().reshape(S, -1)
-        fired = torch.zeros(S, self.M, device=x.device).scatter_add_(1, indices.reshape(S, -1), hits) > 0
+        fired = self.fired(values, indices)
         if dead is not None and bool((self.auxk > 0).any()) and bool(dead.any()):
             pre = self.pre_acts(x)
             loss = loss + self.auxk * self._auxk(pre, e, total_var, dead)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -35,6 +36,9 @@ from zoo.readers.sae.module import SparseCoder
 from zoo.readers.sae.population import Stack
 from zoo.readers.sae.spec import PreparedStream, SAESpec, Standardizer, Stream, TrainConfig, check_specs, prepare
 from zoo.runtime import resolve_device, torch_threads
+
+OnEval = Callable[[int, list[str], dict[str, list[float]]], None]
+"""``(step, coder labels, {"fvu", "objective", "l0", "dead_fraction": one value per coder})``."""
 
 
 @dataclass(eq=False)
@@ -73,7 +77,10 @@ class PopulationResult:
         return [{"label": c.spec.label, **c.metrics, "best_step": c.best_step, "steps": c.steps} for c in self.coders]
 
 
-def train_population(streams: list[Stream], specs: list[SAESpec], config: TrainConfig | None = None) -> PopulationResult:
+def train_population(
+    streams: list[Stream], specs: list[SAESpec], config: TrainConfig | None = None, on_eval: OnEval | None = None
+) -> PopulationResult:
+    """Train every spec on its stream; ``on_eval(step, labels, held-out metrics)`` after each stack's evaluations."""
     config = config or TrainConfig()
     by_name = check_specs(list(streams), list(specs))
     device = resolve_device(config.device, "sae.device")
@@ -90,7 +97,7 @@ def train_population(streams: list[Stream], specs: list[SAESpec], config: TrainC
     start = time.perf_counter()
     with torch_threads(config.threads):
         for indices in groups.values():
-            trained, hist = train_stack([specs[i] for i in indices], prepared, config, device)
+            trained, hist = train_stack([specs[i] for i in indices], prepared, config, device, on_eval)
             for i, coder in zip(indices, trained):
                 coders[i] = coder
             history.append(hist)
@@ -139,26 +146,60 @@ def train_step(stack: Stack, optimizers: dict[str, StackedAdam], x: torch.Tensor
     return out.fired
 
 
+class EarlyStop:
+    """Per coder: the best held-out objective so far, the weights, threshold and step that gave it, and who has stopped."""
+
+    def __init__(self, stack: Stack, config: TrainConfig) -> None:
+        S, device = stack.S, stack.device
+        self.config = config
+        self.best = {name: p.detach().clone() for name, p in stack.params.items()}
+        self.threshold = stack.threshold.clone()
+        self.objective = torch.full((S,), float("inf"), device=device)
+        self.step = torch.zeros(S, dtype=torch.long, device=device)
+        self.stopped_at = torch.full((S,), config.steps, dtype=torch.long, device=device)
+        self.bad = torch.zeros(S, dtype=torch.long, device=device)
+
+    @torch.no_grad()
+    def update(self, stack: Stack, objective: torch.Tensor, step: int) -> None:
+        """Keep improved coders' weights; stop (``stack.active`` off) those out of patience."""
+        config = self.config
+        improved = (objective < self.objective * (1 - config.min_delta)) & stack.active
+        for name, p in stack.params.items():
+            self.best[name] = torch.where(improved.view(-1, *[1] * (p.dim() - 1)), p.detach(), self.best[name])
+        self.threshold = torch.where(improved, stack.threshold, self.threshold)
+        self.objective = torch.where(improved, objective, self.objective)
+        self.step = torch.where(improved, torch.full_like(self.step, step), self.step)
+        self.bad = torch.where(improved, torch.zeros_like(self.bad), self.bad + stack.active.long())
+        stop = stack.active & (self.bad >= config.patience)
+        self.stopped_at = torch.where(stop, torch.full_like(self.stopped_at, step), self.stopped_at)
+        stack.active = stack.active & ~stop
+
+    @torch.no_grad()
+    def restore(self, stack: Stack) -> None:
+        for name, p in stack.params.items():
+            p.copy_(self.best[name])
+        stack.threshold = self.threshold
+
+
 def train_stack(
-    specs: list[SAESpec], prepared: dict[str, PreparedStream], config: TrainConfig, device: torch.device
+    specs: list[SAESpec],
+    prepared: dict[str, PreparedStream],
+    config: TrainConfig,
+    device: torch.device,
+    on_eval: OnEval | None = None,
 ) -> tuple[list[TrainedCoder], dict]:
     from zoo.readers.sae.metrics import HeldOut
 
     stack, batches, names = init_stack(specs, prepared, config, device)
     held_out = HeldOut(stack, [prepared[n] for n in names], [names.index(s.stream) for s in specs], config, device)
     optimizers = {name: StackedAdam(p.detach()) for name, p in stack.params.items()}
-    S, B = stack.S, config.batch_size
+    B = config.batch_size
     lat_bool = stack.lat_mask[:, 0, :].bool()
     use_auxk = bool((stack.auxk > 0).any())
     window = [config.dead_tokens or len(prepared[s.stream].train) for s in specs]
     dead_tokens = torch.tensor(window, device=device)[:, None]
-    since = torch.zeros(S, stack.M, dtype=torch.long, device=device)
-    best = {name: p.detach().clone() for name, p in stack.params.items()}
-    best_threshold = stack.threshold.clone()
-    best_obj = torch.full((S,), float("inf"), device=device)
-    best_step = torch.zeros(S, dtype=torch.long, device=device)
-    stopped_at = torch.full((S,), config.steps, dtype=torch.long, device=device)
-    bad = torch.zeros(S, dtype=torch.long, device=device)
+    since = torch.zeros(stack.S, stack.M, dtype=torch.long, device=device)
+    early = EarlyStop(stack, config)
     hist = {"labels": [s.label for s in specs], "steps": [], "objective": []}
     for step in range(1, config.steps + 1):
         x, y = batches.next(B)
@@ -167,31 +208,18 @@ def train_stack(
         since = torch.where(fired, torch.zeros_like(since), since + B)
         if step % config.eval_every and step != config.steps:
             continue
-        objective = held_out.evaluate()["objective"]
+        evaluated = held_out.evaluate()
+        if on_eval is not None:
+            on_eval(step, hist["labels"], {name: t.tolist() for name, t in evaluated.items()})
         hist["steps"].append(step)
-        hist["objective"].append(objective.tolist())
-        if config.patience is None:
-            continue
-        improved = (objective < best_obj * (1 - config.min_delta)) & stack.active
-        with torch.no_grad():
-            for name, p in stack.params.items():
-                best[name] = torch.where(improved.view(-1, *[1] * (p.dim() - 1)), p.detach(), best[name])
-        best_threshold = torch.where(improved, stack.threshold, best_threshold)
-        best_obj = torch.where(improved, objective, best_obj)
-        best_step = torch.where(improved, torch.full_like(best_step, step), best_step)
-        bad = torch.where(improved, torch.zeros_like(bad), bad + stack.active.long())
-        stop = stack.active & (bad >= config.patience)
-        stopped_at = torch.where(stop, torch.full_like(stopped_at, step), stopped_at)
-        stack.active = stack.active & ~stop
-        if not bool(stack.active.any()):
-            break
+        hist["objective"].append(evaluated["objective"].tolist())
+        if config.patience is not None:
+            early.update(stack, evaluated["objective"], step)
+            if not bool(stack.active.any()):
+                break
     if config.patience is not None:
-        with torch.no_grad():
-            for name, p in stack.params.items():
-                p.copy_(best[name])
-        stack.threshold = best_threshold
-    else:
-        best_step = torch.full_like(best_step, config.steps)
+        early.restore(stack)
+    best_step = early.step if config.patience is not None else torch.full_like(early.step, config.steps)
     metrics = held_out.metrics()
     d_in, d_out = _widths(specs, prepared)
     coders = []
@@ -201,7 +229,7 @@ def train_stack(
             TrainedCoder(
                 spec=spec, d_in=d_in[i], d_out=d_out[i], weights=stack.weights(i, d_in[i], d_out[i]),
                 x_std=p.x_std, y_std=p.y_std if spec.transcode else p.x_std, metrics=metrics[i],
-                best_step=int(best_step[i]), steps=int(stopped_at[i]),
+                best_step=int(best_step[i]), steps=int(early.stopped_at[i]),
             )  # fmt: skip
         )
     return coders, hist

@@ -6,9 +6,9 @@ so adding a family is adding a module and a line in the registry
 (``zoo.subjects.families.FAMILIES``).
 
 The factory trains ``SubjectJob``s through ``Family.train`` and reads populations only
-through the ``Family`` methods; readers that need a family's internals (the MLP's
-token-space weights for the interpreter and probes) say so and refuse other families
-(``require_family``).
+through the ``Family`` methods; readers that read only some families (``zoo export`` reads
+MLPs; the interpreter's decoder repairs MLPs) say so up front and refuse the others in
+one line (``require_families``).
 
 Two names matter to everything downstream:
 

@@ -20,8 +20,14 @@ and a parameter for nothing the last position cannot do. Since only the last pos
 read, the last block computes its queries, attention output and feed-forward there only
 (keys and values at every position): exactly the full computation's readout, at a fraction
 of the last block's cost. The module and the population do the same. Tied embeddings have
-nothing to tie to here: a one-logit head has no unembedding (a language-model head, in the
-formal-language issue, can tie itself to ``tok_emb``).
+nothing to tie to here: a one-logit head has no unembedding.
+
+**Language models** (``Architecture.head = "next_token"``, language zoos): the same blocks read
+at every position, with ``lm_head`` (d -> vocabulary, untied, with a bias) after ``ln_f`` in
+place of ``head``; the populations are in ``zoo.subjects.transformer_lm``, the module in
+``zoo.subjects.transformer_lm_module``. Their hookpoints are the same names, each
+``[batch, T, width]`` at every position, ``head`` being the vocabulary logits; their
+signature's output rows are one per vocabulary token.
 
 **Hookpoints** (each read at the last position, the one the readout reads, so every
 hookpoint is a ``[batch, width]`` vector per sequence): ``embed`` (d: token plus position
@@ -61,6 +67,9 @@ if TYPE_CHECKING:
     import torch
 
 FFNKind = Literal["dense", "sparse", "sparse_low_rank"]
+HEADS: tuple[str, ...] = ("logit", "next_token")
+"""``logit``: one logit from the last position (pattern zoos); ``next_token``: a causal language-model head
+``lm_head`` (d -> vocabulary) at every position (language zoos, ``zoo.subjects.transformer_lm``)."""
 FFN_KINDS: tuple[str, ...] = ("dense", "sparse", "sparse_low_rank")
 DENSE_EXPANSION = 4
 LOW_RANK_DIVISOR = 8
@@ -138,8 +147,11 @@ class Architecture(SubjectArchitecture):
     vocab_size: int
     seq_len: int
     family: str = "transformer"
+    head: str = "logit"  # see HEADS; left out of ``to_dict`` when "logit", so pattern records read as before
 
     def __post_init__(self) -> None:
+        if self.head not in HEADS:
+            raise ValueError(f"unknown head {self.head!r}; known: {', '.join(HEADS)}")
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model {self.d_model} is not divisible by {self.n_heads} heads")
         if self.ffn not in FFN_KINDS:
@@ -203,7 +215,10 @@ class Architecture(SubjectArchitecture):
                 if self.rank:
                     linear(f"{p}.ffn.up_proj", inner, d)
         norm("ln_f")
-        linear("head", d, 1, bias=True)
+        if self.head == "next_token":
+            linear("lm_head", d, v, bias=True)
+        else:
+            linear("head", d, 1, bias=True)
         return out
 
     def layout(self) -> list[LayoutEntry]:
@@ -214,11 +229,19 @@ class Architecture(SubjectArchitecture):
         return entries
 
     @property
+    def n_outputs(self) -> int:
+        """Width of the head: 1 logit, or one logit per vocabulary token."""
+        return self.vocab_size if self.head == "next_token" else 1
+
+    @property
     def n_neurons(self) -> int:
-        return self.n_layers * (self.d_hidden + self.d_model) + 1
+        return self.n_layers * (self.d_hidden + self.d_model) + self.n_outputs
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        data = asdict(self)
+        if self.head == "logit":
+            del data["head"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> Architecture:
@@ -233,11 +256,13 @@ class Architecture(SubjectArchitecture):
             vocab_size=int(data["vocab_size"]),
             seq_len=int(data["seq_len"]),
             family=str(data.get("family", "transformer")),
+            head=str(data.get("head", "logit")),
         )
 
     def describe(self) -> str:
         ffn = self.ffn if not self.sparse else f"{self.ffn} m{self.expansion} k{self.k}"
-        return f"{self.family} {self.n_layers}L d{self.d_model} h{self.n_heads} {ffn}"
+        lm = " lm" if self.head == "next_token" else ""
+        return f"{self.family}{lm} {self.n_layers}L d{self.d_model} h{self.n_heads} {ffn}"
 
 
 def sample_architecture(space: TransformerSpace, vocab_size: int, seq_len: int, rng: np.random.Generator) -> Architecture:
@@ -274,6 +299,10 @@ class TransformerFamily(Family):
         return init_weights(architecture, seed)
 
     def build_module(self, architecture: Architecture, weights: np.ndarray):
+        if architecture.head == "next_token":
+            from zoo.subjects.transformer_lm_module import build_lm
+
+            return build_lm(architecture, weights)
         from zoo.subjects.transformer_module import build_model
 
         return build_model(architecture, weights)
@@ -286,7 +315,7 @@ class TransformerFamily(Family):
             points[f"blocks.{i}.ffn.pre"] = architecture.d_hidden
             points[f"blocks.{i}.ffn.post"] = architecture.d_hidden
             points[f"blocks.{i}.resid"] = d
-        points["head"] = 1
+        points["head"] = architecture.n_outputs
         return points
 
     def signature_sites(self, architecture: Architecture) -> list[SignatureSite]:
@@ -295,7 +324,8 @@ class TransformerFamily(Family):
             p = f"blocks.{i}"
             sites.append(SignatureSite(f"{p}.ffn", f"{p}.ffn.pre", f"{p}.ffn.post", architecture.d_hidden, i, "ffn"))
             sites.append(SignatureSite(f"{p}.resid", f"{p}.resid", f"{p}.resid", architecture.d_model, i, "resid"))
-        return [*sites, SignatureSite("head", "head", "head", 1, architecture.n_layers, "output")]
+        width = architecture.n_outputs
+        return [*sites, SignatureSite("head", "head", "head", width, architecture.n_layers, "output")]
 
     def train(self, jobs: list, config, device: torch.device, epochs: int | None = None) -> list:
         from zoo.subjects.transformer_train import train_subjects
@@ -308,14 +338,23 @@ class TransformerFamily(Family):
         return from_weights(list(architectures), [np.asarray(w, dtype=np.float32) for w in weights], device)
 
     def population_key(self, architecture: Architecture) -> tuple:
-        return (architecture.ffn, architecture.bias, architecture.vocab_size, architecture.seq_len)
+        return (architecture.ffn, architecture.bias, architecture.vocab_size, architecture.seq_len, architecture.head)
 
     def logits(self, population, tokens: torch.Tensor) -> torch.Tensor:
+        """``[N, B]``; a language-model population (``head="next_token"``): ``[N, B, T, vocab]``."""
+        if population.architectures[0].head == "next_token":
+            return _lm_call(population, tokens, None)
         from zoo.subjects.transformer_population import logits
 
         return logits(population, tokens)
 
     def activations(self, population, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``[N, B, width]`` at the last position; a language-model population: ``[N, B, T, width]``
+        at every position (each model's hidden units in padded order: read true widths only)."""
+        if population.architectures[0].head == "next_token":
+            points: dict = {}
+            _lm_call(population, tokens, points)
+            return points
         from zoo.subjects.transformer_population import activations
 
         return activations(population, tokens)
@@ -329,6 +368,15 @@ class TransformerFamily(Family):
         from zoo.subjects.transformer_population import to_weights
 
         return to_weights(population)
+
+
+def _lm_call(population, tokens, points: dict | None):
+    import torch
+
+    from zoo.subjects.transformer_lm import lm_forward
+
+    with torch.no_grad():
+        return lm_forward(population, torch.as_tensor(tokens, device=population.device), points=points)
 
 
 FAMILY = TransformerFamily()
