@@ -1,16 +1,19 @@
 """Every command that reads a zoo takes an ``s3://`` URI as it takes a folder (moto's S3 server on loopback).
 
 ``split`` and ``card`` write into the zoo there (split files, ``splits.json``, ``README.md``);
-``publish --dry-run``, ``export``, ``probe`` read it; what they make equals what they make from
-a local folder holding the same zoo.
+``publish --dry-run``, ``export``, ``probe``, ``interpret train/eval`` and ``tune interpreter``
+read it; what they make equals what they make from a local folder holding the same zoo.
 """
 
 from __future__ import annotations
 
 import json
+import os
 
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
+import yaml
 from rich.console import Console
 
 from test_publish import token  # noqa: F401 (a well-formed HF_TOKEN)
@@ -21,6 +24,7 @@ from zoo.export.splits import check_split_files, load_splits
 from zoo.factory.runner import generate
 from zoo.factory.schema import content_hash
 from zoo.storage import resolve
+from interpreter_fixture import TINY_INTERPRETER, interp_zoo  # noqa: F401
 from zoo_fixture import TINY, run_cli, tiny_zoo, zoo_copy  # noqa: F401
 
 SPLIT = ("--validation", "0.25", "--test", "0.25", "--rows-per-file", "3")
@@ -117,3 +121,81 @@ def test_a_zoo_on_s3_publishes_from_the_store(capsys, s3, s3_tiny, token):  # no
     lines = [json.loads(line) for line in hub.files["manifest.jsonl"].decode().splitlines()]
     assert sorted(e["shard"] for e in lines) == sorted(shards)
     assert hub.files["README.md"] == store.read_bytes("README.md")
+
+
+# ---------------------------------------------------------------- the interpreter and its sweep
+
+
+@pytest.fixture(scope="module")
+def s3_interp(s3, interp_zoo):  # noqa: F811
+    """The interpreter tests' zoo (shards, manifest.jsonl, splits.json) copied as it is to ``s3://``: its URI."""
+    uri = f"s3://{BUCKET}/readers-interp"
+    store = resolve(uri)
+    pafs.copy_files(str(interp_zoo), store.root, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=store.fs)
+    return uri
+
+
+def _interpreter_yaml(tmp_path, **overrides) -> str:
+    path = tmp_path / "interpreter.yaml"
+    path.write_text(yaml.safe_dump({**TINY_INTERPRETER, "epochs": 2, **overrides}))
+    return str(path)
+
+
+def test_an_interpreter_trained_and_evaluated_on_s3_equals_one_trained_on_the_folder(
+    capsys, s3_interp, interp_zoo, tmp_path  # noqa: F811
+):
+    from safetensors.numpy import load_file
+
+    config = _interpreter_yaml(tmp_path, baselines={"hidden": 8, "epochs": 2}, refine={"epochs": 0})
+    runs = {}
+    for name, location in (("remote", s3_interp), ("local", interp_zoo)):
+        run = tmp_path / name
+        code, _, err = run_cli(capsys, "interpret", "train", "--data", location, "--config", config, "--out", run, "--no-progress")
+        assert code == 0, err
+        code, _, err = run_cli(capsys, "interpret", "eval", "--run", run, "--data", location, "--split", "test")
+        assert code == 0, err
+        runs[name] = run
+    remote, local = (load_file(str(runs[n] / "best.safetensors")) for n in ("remote", "local"))
+    assert remote.keys() == local.keys() and all((remote[k] == local[k]).all() for k in local)
+    described = json.loads((runs["remote"] / "config.json").read_text())["data"]
+    assert described["zoo_dir"] == s3_interp  # the URI, for `zoo interpret edit` without --data
+    reports = [json.loads((runs[n] / "report.json").read_text()) for n in ("remote", "local")]
+    assert reports[0] == reports[1] and reports[0]["test"]
+
+
+def test_an_interpreter_sweep_reads_a_zoo_on_s3(capsys, ray_session, s3_interp, tmp_path):
+    """Trials run in Ray workers: they get the zoo's store (URI and endpoint), credentials from their environment."""
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
+    settings = {
+        "base": _interpreter_yaml(tmp_path),
+        "overrides": {"epochs": 1},
+        "space": {"optimizer.lr": {"choice": [0.003]}},
+        "num_samples": 1,
+        "grace_period": 1,
+    }
+    (tmp_path / "tune.yaml").write_text(yaml.safe_dump(settings))
+    code, out, err = run_cli(capsys, "tune", "interpreter", "--data", s3_interp, "--config", tmp_path / "tune.yaml",
+                             "--out", tmp_path / "sweep")  # fmt: skip
+    assert code == 0, err
+    rows = (tmp_path / "sweep" / "results.csv").read_text().splitlines()
+    assert rows[0].startswith("trial,best_val_objective,epochs_run") and len(rows) == 2
+    assert f"on {s3_interp} " in (tmp_path / "sweep" / "best_config.yaml").read_text().splitlines()[0]
+    assert "testing" not in out + err  # the fixture's credentials are never printed
+
+
+def test_probe_and_sae_sweeps_read_a_zoo_on_s3(ray_session, s3_tiny, tmp_path, monkeypatch):
+    """Their drivers read the zoo (``prepare``) and hand trials the models: the sweeps start and report."""
+    from zoo.readers.probes.config import ProbeTuneConfig
+    from zoo.readers.probes.tune import tune_probes
+    from zoo.readers.sae.config import SAETuneConfig
+    from zoo.readers.sae.tune import tune_sae
+
+    monkeypatch.setenv("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    probes = ProbeTuneConfig(overrides={"epochs": 1}, space={"lr": {"choice": [0.01]}}, models=1, num_samples=1, grace_period=1)
+    outcome = tune_probes(s3_tiny, probes, out=tmp_path / "probes", verbose=0)
+    assert len(outcome.rows) == 1 and outcome.rows[0]["epochs_run"] == 1
+    sae = SAETuneConfig(overrides={"epochs": 1, "eval_every": 10, "patience": None}, space={"lr": {"choice": [1e-3]}},
+                        models=1, num_samples=1, grace_period=1)  # fmt: skip
+    outcome = tune_sae(s3_tiny, sae, out=tmp_path / "sae", verbose=0)
+    assert len(outcome.rows) == 1 and outcome.rows[0]["epochs_run"] == 1
+    assert f"on {s3_tiny} " in outcome.best_config_path.read_text().splitlines()[0]

@@ -273,6 +273,15 @@ def _reading(read, *args, **kwargs):
         raise ZooError(str(error).splitlines()[0] if str(error) else type(error).__name__) from None
 
 
+def require_task(zoo: Zoo, task: str, reader: str) -> None:
+    """Refuse, in one line (``ZooError``), a zoo of another task than the ``task`` (``patterns`` or ``language``)
+    that ``reader`` reads: pattern and language records have different columns, so a reader of one fails on the
+    other with errors that do not say why."""
+    if zoo.config.task != task:
+        kind = {"patterns": "pattern"}.get
+        raise ZooError(f"{zoo.path}: a {kind(zoo.config.task, zoo.config.task)} zoo; {reader} reads only {kind(task, task)} zoos")
+
+
 def open(path: str | Path) -> Zoo:  # noqa: A001 (the verb users expect, as ray.data.read_* are)
     """Open a finished (or partly finished) zoo: a local folder or a ``pyarrow.fs`` URI (``s3://bucket/zoo``)."""
     return Zoo(path)

@@ -172,7 +172,7 @@ def build_card(zoo_dir: str | Path | Store, *, repo_id: str | None = None, licen
     """The card's text for a verified zoo folder."""
     from zoo.factory.summary import summarize
 
-    folder = open_zoo(zoo_dir)
+    folder = open_zoo(zoo_dir, task="zoo card")
     files = data_files(folder)
     if not files:
         raise ExportError(f"{folder.path}: no split holds records")

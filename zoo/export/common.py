@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from zoo.api import Zoo, ZooError
+from zoo.api import Zoo, ZooError, require_task
 from zoo.factory.manifest import CONFIG_FILE, PROBE_FILE, ZOO_FILE, ZooInfo, read_manifest, read_zoo_info  # noqa: F401 (re-exported)
 from zoo.atomic import commit_file, temporary_path, write_text_atomic  # noqa: F401 (re-exported)
 
@@ -17,15 +17,18 @@ class ExportError(ValueError):
 ZooFolder = Zoo  # what export commands are handed: a zoo that passed ``open_zoo``'s checks
 
 
-def open_zoo(path: str | Path, *, require_rows: bool = True) -> Zoo:
+def open_zoo(path: str | Path, *, require_rows: bool = True, task: str | None = None) -> Zoo:
     """Check a zoo folder before anything reads it or writes beside it.
 
     Refuses (``ExportError``, one line) a folder that ``zoo.open`` refuses (no ``zoo.json``,
     a missing or foreign ``config.yaml``), a zoo that does not verify (checksums, row
-    counts, schema) and, unless ``require_rows`` is false, a zoo without records.
+    counts, schema), unless ``require_rows`` is false a zoo without records and, when ``task``
+    names the command (``"zoo export"``), a zoo that is not a pattern zoo (``zoo.api.require_task``).
     """
     try:
         zoo = Zoo(path)
+        if task is not None:
+            require_task(zoo, "patterns", task)
     except ZooError as error:
         raise ExportError(str(error)) from None
     problems = zoo.verify()

@@ -425,7 +425,7 @@ def export_jsonl(
         raise ExportError(f"--max-chars must be positive, not {max_chars}")
     if limit is not None and limit < 1:
         raise ExportError(f"--limit must be positive, not {limit}")
-    folder = open_zoo(zoo_dir)
+    folder = open_zoo(zoo_dir, task="zoo export")
     try:
         require_families(folder.table(columns=["family"]).column("family").to_pylist(), ("mlp",), "zoo export")
     except UnsupportedFamily as error:

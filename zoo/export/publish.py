@@ -193,7 +193,7 @@ def plan_upload(
 
 def local_files(zoo_dir: str | Path, *, with_shards: bool = False) -> list[LocalFile]:
     """The files a publish uploads, after checking the zoo verifies and the card lists its data files."""
-    folder = open_zoo(zoo_dir)
+    folder = open_zoo(zoo_dir, task="zoo publish")
     store, root = folder.store, folder.path
     if not store.is_file(CARD_FILE):
         raise PublishError(f"{root}: no {CARD_FILE}; run `zoo card {root}` first")

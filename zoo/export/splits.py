@@ -451,7 +451,7 @@ def write_splits(
     ``check_split_files`` finds changed. ``zoo_dir`` is a folder or a URI. ``progress(done,
     total, what)``, when given, is told each shard read (``zoo.progress``).
     """
-    folder = open_zoo(zoo_dir)
+    folder = open_zoo(zoo_dir, task="zoo split")
     store = folder.store
     options.check_against(folder)
     existing_path = store.display(SPLITS_FILE)

@@ -57,19 +57,10 @@ LANGUAGE_METRICS_TYPE = pa.struct([(name, typ) for name, typ, _ in LANGUAGE_METR
 
 
 def language_record_schema(n_stats: int) -> pa.Schema:
-    from zoo.factory.schema import LAYOUT_TYPE, TIMINGS_TYPE, signature_type
+    from zoo.factory.schema import IDENTITY_TYPES, LAYOUT_TYPE, TIMINGS_TYPE, signature_type
 
     types: dict[str, pa.DataType] = {
-        "zoo_id": pa.string(),
-        "config_hash": pa.string(),
-        "probe_hash": pa.string(),
-        "schema_version": pa.int16(),
-        "batch_id": pa.int64(),
-        "pair_index": pa.int32(),
-        "example_id": pa.string(),
-        "run_seed": pa.int64(),
-        "batch_seed": pa.int64(),
-        "init_seed": pa.int64(),
+        **IDENTITY_TYPES,
         "order_seed": pa.int64(),
         "generation_seed": pa.int64(),
         "family": pa.string(),

@@ -88,6 +88,21 @@ def signature_type(n_stats: int) -> pa.DataType:
     return pa.list_(pa.list_(pa.float32(), n_stats))
 
 
+# The columns every record starts with, in this order, whatever the task: who made it and from which seeds.
+IDENTITY_TYPES: dict[str, pa.DataType] = {
+    "zoo_id": pa.string(),
+    "config_hash": pa.string(),
+    "probe_hash": pa.string(),
+    "schema_version": pa.int16(),
+    "batch_id": pa.int64(),
+    "pair_index": pa.int32(),
+    "example_id": pa.string(),
+    "run_seed": pa.int64(),
+    "batch_seed": pa.int64(),
+    "init_seed": pa.int64(),
+}
+
+
 def record_schema(n_stats: int, version: int = SCHEMA_VERSION) -> pa.Schema:
     """The record schema for signatures with ``n_stats`` statistics per neuron.
 
@@ -104,16 +119,7 @@ def record_schema(n_stats: int, version: int = SCHEMA_VERSION) -> pa.Schema:
 
         return language_record_schema(n_stats)
     types: dict[str, pa.DataType] = {
-        "zoo_id": pa.string(),
-        "config_hash": pa.string(),
-        "probe_hash": pa.string(),
-        "schema_version": pa.int16(),
-        "batch_id": pa.int64(),
-        "pair_index": pa.int32(),
-        "example_id": pa.string(),
-        "run_seed": pa.int64(),
-        "batch_seed": pa.int64(),
-        "init_seed": pa.int64(),
+        **IDENTITY_TYPES,
         "family": pa.string(),
         "architecture": pa.string() if version >= 2 else ARCHITECTURE_V1_TYPE,
         "patterns": pa.list_(pa.string()),

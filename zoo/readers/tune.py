@@ -39,6 +39,14 @@ names it directly), holding Tune's own files (trials, checkpoints, state) and
 - ``best_config.yaml``: the best trial's full recipe, ready for the reader's ``--config``.
 
 With a cloud ``storage_path`` the three files go to the local folder ``<name>/``.
+
+**The zoo** (``--data``) is a local folder or any ``pyarrow.fs`` URI (``s3://bucket/zoo``):
+``prepare`` gets it as text (a folder made absolute, or the URI) and opens it through
+``zoo.open``. A reader whose trials read the zoo themselves (the interpreter's) passes them
+the opened zoo's ``zoo.storage.Store``: pickled, it carries the URI and the S3
+endpoint (``AWS_ENDPOINT_URL``) but no credentials, which each trial takes from its own
+node's standard chain (a local Ray's workers inherit this process's environment). Nothing
+of the environment is put in Ray's ``runtime_env``, where it would be stored and shown.
 """
 
 from __future__ import annotations
@@ -153,9 +161,9 @@ class TuneSettings(Strict):
 class Sweep:
     """What a reader gives the front end.
 
-    - ``prepare(data_dir, settings, base) -> context``: runs on the driver before any trial
-      (checks the zoo, refuses in one line); ``context`` goes to every trial through the
-      object store.
+    - ``prepare(data, settings, base) -> context``: runs on the driver before any trial
+      (checks the zoo, refuses in one line); ``data`` is the zoo's location as text (an
+      absolute folder or a URI); ``context`` goes to every trial through the object store.
     - ``trainable(config, trial, **context)``: one trial of the recipe ``config``; it calls
       ``trial.report(metrics)`` after every epoch (``trial.restored()`` gives the folder of
       its last checkpoint when Tune restarts it).
@@ -168,7 +176,7 @@ class Sweep:
     default_base: Path
     error: type[Exception]
     trainable: Callable[..., None]
-    prepare: Callable[[Path, TuneSettings, dict], dict] = lambda data_dir, settings, base: {}
+    prepare: Callable[[str, TuneSettings, dict], dict] = lambda data, settings, base: {}
     trial_fixed: dict = field(default_factory=dict)
     command: str = ""  # how the best config is used (``zoo interpret train --config``), for its header line
 
@@ -325,6 +333,13 @@ def _storage(path: str) -> str:
     return path if "://" in path else str(Path(path).expanduser().resolve())
 
 
+def data_location(data: str | Path) -> str:
+    """The zoo's location as every process can use it: a local folder made absolute, a URI as given."""
+    from zoo.storage import is_uri
+
+    return str(data) if is_uri(data) else str(Path(data).expanduser().resolve())
+
+
 def run_sweep(
     sweep: Sweep,
     data_dir: str | Path,
@@ -335,7 +350,7 @@ def run_sweep(
     address: str | None = None,
     verbose: int = 1,
 ) -> SweepResult:
-    """Run the sweep on the zoo in ``data_dir``; see the module docstring for what it writes.
+    """Run the sweep on the zoo at ``data_dir`` (a folder or a URI); see the module docstring for what it writes.
 
     ``out``: the sweep's folder (instead of ``<storage_path>/<name>``). ``address``: the
     Ray cluster (default: the Ray of this process, else a local one, shut down after).
@@ -346,7 +361,7 @@ def run_sweep(
 
     from zoo.pool import ray_connection
 
-    data_dir = Path(data_dir).resolve()
+    data_dir = data_location(data_dir)
     if out is not None:
         out = Path(out).expanduser().resolve()
         settings = settings.model_copy(update={"storage_path": str(out.parent), "name": out.name})
@@ -395,8 +410,26 @@ def run_sweep(
     best = rows[0]
     best_config = trial_config(sweep, base, {key: best[key] for key in settings.space}, fixed=False)
     folder = Path(experiment) if "://" not in experiment else Path(settings.name).resolve()
-    best_path = write_results(folder, rows, settings, best_config, data_dir, sweep.command)
+    shown = data_dir.split("?", 1)[0].split("#", 1)[0]  # a URI's query may hold options, even keys: never written
+    best_path = write_results(folder, rows, settings, best_config, shown, sweep.command)
     return SweepResult(rows, best, best_config, best_path, experiment, folder, settings)
+
+
+def sweep_with(
+    sweep: Sweep,
+    data_dir: str | Path,
+    settings: TuneSettings,
+    out: str | Path | None = None,
+    num_samples: int | None = None,
+    address: str | None = None,
+    verbose: int = 1,
+) -> SweepResult:
+    """``run_sweep`` from settings alone: ``num_samples`` overrides theirs, and the base config is
+    checked against every sampled field first (``check_settings``). A reader's ``tune_<name>`` is this."""
+    if num_samples is not None:
+        settings = settings.model_copy(update={"num_samples": num_samples})
+    base = check_settings(sweep, settings)
+    return run_sweep(sweep, data_dir, settings, base, out=out, address=address, verbose=verbose)
 
 
 def _rows(grid, settings: TuneSettings, base: dict) -> tuple[list[dict], list[str]]:
@@ -435,7 +468,7 @@ def columns(settings: TuneSettings) -> list[str]:
 
 
 def write_results(
-    folder: Path, rows: list[dict], settings: TuneSettings, best_config: BaseModel, data_dir: Path, command: str = ""
+    folder: Path, rows: list[dict], settings: TuneSettings, best_config: BaseModel, data_dir: str | Path, command: str = ""
 ) -> Path:
     """``results.csv``, ``results.md`` and ``best_config.yaml`` in ``folder``; returns the last one's path."""
     from zoo.atomic import write_text_atomic

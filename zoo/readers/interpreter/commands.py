@@ -184,7 +184,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Train an interpreter on a zoo's train split (splits from its splits.json; `zoo split` "
         "first), selecting checkpoints on validation. Rerunning on the same run folder resumes.",
     )
-    p.add_argument("--data", required=True, help="zoo folder (splits from its splits.json)")
+    p.add_argument("--data", required=True, help="zoo folder or pyarrow.fs URI (s3://bucket/zoo); splits from its splits.json")
     p.add_argument("--config", help="interpreter config YAML (default: configs/readers/interpreter.yaml)")
     p.add_argument("--out", required=True, help="run folder: checkpoints, config.json; rerun to resume")
     p.add_argument("--epochs", type=int, help="override the config's epochs")
@@ -202,7 +202,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "RUN/report.md, RUN/report.json and RUN/predictions/.",
     )
     p.add_argument("--run", required=True, help="run folder (zoo interpret train --out)")
-    p.add_argument("--data", required=True, help="zoo folder (splits from its splits.json)")
+    p.add_argument("--data", required=True, help="zoo folder or pyarrow.fs URI (s3://bucket/zoo); splits from its splits.json")
     p.add_argument("--split", help="comma list of splits (default: every non-empty split but train)")
     p.add_argument(
         "--checkpoint", choices=("best", "last"), default="best",
@@ -230,7 +230,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     group = p.add_mutually_exclusive_group()
     group.add_argument("--add", metavar="PATTERN", help="the pattern to add (one the model lacks)")
     group.add_argument("--remove", metavar="PATTERN", help="the pattern to remove (one the model has)")
-    p.add_argument("--data", help="zoo folder (default: the one the run was trained on)")
+    p.add_argument("--data", help="zoo folder or pyarrow.fs URI (default: the one the run was trained on)")
     p.add_argument("--strength", type=float, default=1.0, help="multiple of the pattern direction to move")
     p.add_argument(
         "--checkpoint", choices=("best", "repair", "last"), default="best",
@@ -256,7 +256,7 @@ def register_tune(tune_subparsers: argparse._SubParsersAction) -> None:
         description="Ray Tune (ASHA) sweep of the interpreter's hyperparameters on a zoo: trials train "
         "interpreters, report validation figures each epoch, and the best trial's config is written out.",
     )
-    p.add_argument("--data", required=True, help="zoo folder")
+    p.add_argument("--data", required=True, help="zoo folder or pyarrow.fs URI (s3://bucket/zoo)")
     p.add_argument("--config", help="sweep settings YAML (default: configs/tune/interpreter.yaml)")
     p.add_argument("--storage", help="override storage_path (local folder or cloud URI)")
     p.add_argument("--num-samples", type=int, help="override num_samples")

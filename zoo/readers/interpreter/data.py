@@ -30,7 +30,7 @@ import torch
 
 from zoo.atomic import write_json_atomic
 from zoo.config import ZooConfig
-from zoo.factory.reader import shard_paths
+from zoo.factory.reader import shard_keys
 from zoo.factory.schema import signature_stats_of
 from zoo.patterns.library import pattern_library, selectable
 from zoo.patterns.sampler import ProbeSet
@@ -39,6 +39,7 @@ from zoo.readers.interpreter.metrics import SetSpace
 from zoo.readers.interpreter.neurons import READ_FAMILIES, has_token_space, site_values
 from zoo.readers.interpreter.batches import Batch, collate
 from zoo.readers.interpreter.token_space import TokenMap, Weights, from_tokens, permute_layer, to_tokens, token_map
+from zoo.storage import Store, is_uri, resolve
 from zoo.subjects.families import SubjectArchitecture, UnsupportedFamily, require_families, require_family
 
 if TYPE_CHECKING:
@@ -71,9 +72,13 @@ SMALL_COLUMNS = ("example_id", "batch_id", "pair_index", "architecture", "patter
 
 @dataclass
 class ZooSource:
-    """A zoo folder as the interpreter sees it: its config, pattern vocabulary, signature columns and splits."""
+    """A zoo as the interpreter sees it: its config, pattern vocabulary, signature columns and splits.
 
-    path: Path
+    ``path`` names it (a ``Path`` for a local folder, the URI for object storage); its files are
+    read through ``store`` (``zoo.storage``), so a zoo on ``s3://`` reads as a folder does.
+    """
+
+    path: Path | str
     config: ZooConfig
     zoo_id: str
     pattern_names: tuple[str, ...]
@@ -82,6 +87,11 @@ class ZooSource:
     split_source: str
     zoo: Zoo | None = None
     _counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def store(self) -> Store:
+        """Where the shards are read from: the opened zoo's store, else the one ``path`` names."""
+        return self.zoo.store if self.zoo is not None else resolve(self.path)
 
     @property
     def drawn(self) -> tuple[str, ...]:
@@ -107,15 +117,16 @@ class ZooSource:
         """Records in a split (counted once from the batch_id column)."""
         if not self._counts:
             counts = dict.fromkeys(SPLITS, 0)
-            for path in shard_paths(self.path):
-                for batch in pq.read_table(path, columns=["batch_id"]).column("batch_id").to_pylist():
+            store = self.store
+            for key in shard_keys(store):
+                for batch in pq.read_table(key, columns=["batch_id"], filesystem=store.fs).column("batch_id").to_pylist():
                     counts[self.assignment.get(int(batch), "train")] += 1
             self._counts.update(counts)
         return self._counts[split]
 
     def describe(self) -> dict:
         return {
-            "zoo_dir": str(self.path.resolve()),
+            "zoo_dir": str(self.path.resolve()) if isinstance(self.path, Path) else self.path,
             "zoo_id": self.zoo_id,
             "pattern_names": list(self.pattern_names),
             "drawn": list(self.drawn),
@@ -158,26 +169,27 @@ class ZooSource:
         return np.stack([library[name].predicate(tokens) for name in self.pattern_names], axis=1).astype(np.int8)
 
 
-def open_source(path: str | Path) -> ZooSource:
-    """Open a zoo (``zoo.open``) for the interpreter; every problem is one ``InterpreterError`` line."""
-    from zoo.api import Zoo, ZooError
+def open_source(path: str | Path | Store) -> ZooSource:
+    """Open a zoo (``zoo.open``: a folder or a ``pyarrow.fs`` URI) for the interpreter; every problem
+    is one ``InterpreterError`` line."""
+    from zoo.api import Zoo, ZooError, require_task
 
-    path = Path(path)
-    if not path.is_dir():
-        raise InterpreterError(f"{path}: no such zoo folder")
+    if not isinstance(path, Store) and not is_uri(path) and not Path(path).is_dir():
+        raise InterpreterError(f"{Path(path)}: no such zoo folder")
     try:
         zoo = Zoo(path)
+        require_task(zoo, "patterns", "zoo interpret")
         require_families(zoo.table(columns=["family"]).column("family").to_pylist(), READ_FAMILIES, "zoo interpret")
     except (ZooError, UnsupportedFamily) as error:
         raise InterpreterError(str(error)) from None
     shards = zoo.shards
     if not shards:
         raise InterpreterError(f"{path}: the zoo holds no shards yet")
-    if signature_stats_of(pq.read_schema(shards[0])) is None:
+    if signature_stats_of(pq.read_schema(zoo.shard_keys[0], filesystem=zoo.filesystem)) is None:
         raise InterpreterError(f"{shards[0]}: no zoo.signature_stats in the schema metadata")
-    assignment, source = _assignment(path)
+    assignment, source = _assignment(zoo.store)
     return ZooSource(
-        path=path,
+        path=zoo.path,
         config=zoo.config,
         zoo_id=zoo.info.zoo_id,
         pattern_names=tuple(pattern_library(zoo.config.patterns)),
@@ -188,18 +200,18 @@ def open_source(path: str | Path) -> ZooSource:
     )
 
 
-def _assignment(path: Path) -> tuple[dict[int, str], str]:
+def _assignment(store: Store) -> tuple[dict[int, str], str]:
     """The stored splits (``zoo split``); without them the default split, computed in memory."""
     from zoo.export.splits import SPLITS_FILE, BatchFacts, SplitOptions, SplitsError, assign, load_splits
 
-    if (path / SPLITS_FILE).is_file():
+    if store.is_file(SPLITS_FILE):
         try:
-            return dict(load_splits(path).assignment), SPLITS_FILE
+            return dict(load_splits(store).assignment), SPLITS_FILE
         except SplitsError as error:
             raise InterpreterError(str(error)) from None
     facts: dict[int, BatchFacts | None] = {}
-    for shard in shard_paths(path):
-        for row in pq.read_table(shard, columns=["batch_id", "patterns", "architecture"]).to_pylist():
+    for key in shard_keys(store):
+        for row in pq.read_table(key, columns=["batch_id", "patterns", "architecture"], filesystem=store.fs).to_pylist():
             facts[int(row["batch_id"])] = BatchFacts.of_row(row)
     try:
         return assign(facts, SplitOptions()), "default (no splits.json: batch-grouped 80/10/10, no OOD)"
@@ -308,13 +320,14 @@ def stream(
     buffer of ``shuffle_buffer`` examples; without it rows come in the zoo's order.
     """
     wanted = None if split is None else pa.array(sorted(source.batches(split)), type=pa.int64())
-    paths = shard_paths(source.path)
+    store = source.store
+    paths = shard_keys(store)
     rng = np.random.default_rng(shuffle_seed) if shuffle_seed is not None else None
     if rng is not None:
         paths = [paths[i] for i in rng.permutation(len(paths))]
     buffer: list[Example] = []
     for path in paths:
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=read_rows, columns=list(COLUMNS)):
+        for batch in pq.ParquetFile(path, filesystem=store.fs).iter_batches(batch_size=read_rows, columns=list(COLUMNS)):
             if wanted is not None:
                 batch = batch.filter(pc.is_in(batch.column("batch_id"), value_set=wanted))
             if batch.num_rows == 0:

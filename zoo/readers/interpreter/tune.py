@@ -22,6 +22,7 @@ from zoo.readers import tune as front
 from zoo.readers.interpreter import InterpreterError
 from zoo.readers.interpreter.config import DEFAULT_CONFIG, InterpreterConfig
 from zoo.readers.tune import Distribution, SweepResult
+from zoo.storage import Store
 
 DEFAULT_TUNE_CONFIG = shipped_config("tune/interpreter.yaml")
 
@@ -55,17 +56,19 @@ class TuneSettings(front.TuneSettings):
     name: str = Field("interpreter", pattern=r"^[A-Za-z0-9_.-]+$", description="the sweep's folder under storage_path")
 
 
-def _prepare(data_dir: Path, settings: front.TuneSettings, base: dict) -> dict:
-    """Refuse, before any trial, a zoo whose validation split cannot report a ``val_`` metric."""
+def _prepare(data_dir: str, settings: front.TuneSettings, base: dict) -> dict:
+    """Refuse, before any trial, a zoo whose validation split cannot report a ``val_`` metric.
+
+    Trials get the zoo's ``Store`` (a folder or object storage; pickled without credentials)."""
     from zoo.readers.interpreter.data import open_source
 
     source = open_source(data_dir)
     if settings.metric.startswith("val_") and source.rows(base["data"]["val_split"]) == 0:
         raise InterpreterError(f"{data_dir}: the {base['data']['val_split']} split is empty, so {settings.metric} is never reported")
-    return {"data_dir": str(data_dir)}
+    return {"data_dir": source.store}
 
 
-def _trainable(config: InterpreterConfig, trial: front.Trial, *, data_dir: str) -> None:
+def _trainable(config: InterpreterConfig, trial: front.Trial, *, data_dir: Store) -> None:
     """One trial: the shared training loop, reporting each epoch to Tune with the run folder as a checkpoint."""
     from zoo.readers.interpreter.train import copy_run, train
 

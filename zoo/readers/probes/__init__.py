@@ -5,6 +5,7 @@ hookpoint), with controls, reports and a Tune sweep.
 - ``probe_zoo(data_dir, out, config, workers=...)``: every model of a zoo, summarized.
 - ``probe_models(specs, config)``: any models (``ModelSpec``) on any labelled sequences.
 - ``tune_probes(data_dir, tune_config)``: a Ray Tune (ASHA) sweep of the recipe.
+- ``probe_language_zoo(data_dir, out, config)``: a language zoo's models, per token, for every grammar state.
 - ``load_probe(path)``: a checkpoint back, ``.predict(activations)``.
 
 Names are imported lazily so that ``zoo`` commands start without loading torch.
@@ -41,6 +42,7 @@ _EXPORTS = {
     "probe_row": "zoo_probe",
     "probe_zoo": "zoo_probe",
     "tune_probes": "tune",
+    "probe_language_zoo": "language",
 }
 
 __all__ = sorted(_EXPORTS)

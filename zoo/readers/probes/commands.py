@@ -53,12 +53,45 @@ def _add_recipe_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="override the recipe's device")
 
 
+def is_language_zoo(data: str) -> bool:
+    """Whether ``data`` is a language zoo (read by ``language``); a folder that does not open is left to the
+    pattern path, which says why in one line."""
+    from zoo.api import Zoo, ZooError
+
+    try:
+        return Zoo(data).config.task == "language"
+    except (ZooError, ValueError, OSError):
+        return False
+
+
+def cmd_probe_language(args: argparse.Namespace, rows: list[int] | None) -> int:
+    """``zoo probe model|zoo`` on a language zoo: per-token grammar-state probes per hookpoint (``language``)."""
+    from zoo.readers.probes.data import ProbeError
+    from zoo.readers.probes.language import probe_language_zoo
+
+    if getattr(args, "which", "clean") != "clean":
+        raise ProbeError("--which: language records hold one model (clean); there is no degraded one")
+    if getattr(args, "workers", 0):
+        raise ProbeError("--workers: language zoos are probed in-process (leave --workers out)")
+    config = recipe_from_args(args)
+    quiet = getattr(args, "json", False)
+    log = (lambda line: None) if quiet else (lambda line: print(line, flush=True))  # noqa: E731
+    summary = probe_language_zoo(args.data, args.out, config, rows=rows, batches=getattr(args, "batches", None), log=log)
+    if quiet:
+        print(json.dumps(summary))
+    else:
+        print((Path(args.out) / "summary.md").read_text())
+    return 0
+
+
 def cmd_probe_model(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from zoo.readers.probes.report import layer_label
     from zoo.readers.probes.zoo_probe import probe_row
 
+    if is_language_zoo(args.data):
+        return cmd_probe_language(args, [args.row])
     config = recipe_from_args(args)
     result, report = probe_row(args.data, args.row, args.out, config, args.which)
     console = Console()
@@ -106,6 +139,8 @@ def cmd_probe_zoo(args: argparse.Namespace) -> int:
 
     from zoo.progress import progress_bar
 
+    if is_language_zoo(args.data):
+        return cmd_probe_language(args, None)
     config = recipe_from_args(args)
     console = Console(stderr=args.json)  # with --json, stdout holds the JSON alone
     with progress_bar("probing", enabled=not args.json) as progress:
@@ -172,8 +207,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "probe",
         help="linear probes of subject models' layers",
         description="Linear probes of subject models' layers: per layer, how well each pattern can be read "
-        "from the activations, against a control task and an untrained twin. `zoo probe COMMAND --help` for a "
-        "command's options.",
+        "from the activations, against a control task and an untrained twin. On a language zoo, `model` and `zoo` "
+        "probe every token of the grammar's probe corpus for each grammar state (Dyck depth, top of stack, ...) "
+        "per hookpoint. `zoo probe COMMAND --help` for a command's options.",
     )
     sub = probe.add_subparsers(dest="probe_command", required=True, parser_class=subparsers._parser_class, metavar="COMMAND")
 

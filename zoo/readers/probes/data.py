@@ -144,12 +144,13 @@ class ZooRecords:
 
 def open_zoo(path: str | Path) -> ZooRecords:
     """Read a zoo's records (``zoo.open``); every problem is a one-line ``ProbeError``."""
-    from zoo.api import Zoo, ZooError
+    from zoo.api import Zoo, ZooError, require_task
     from zoo.readers.probes.activations import PROBED_FAMILIES
     from zoo.subjects.families import UnsupportedFamily, require_families
 
     try:
         zoo = Zoo(path)
+        require_task(zoo, "patterns", "zoo probe activations (zoo probe model and zoo probe zoo read language zoos)")
         table = zoo.table(columns=[*RECORD_COLUMNS, "family"])
         require_families(table.column("family").to_pylist(), PROBED_FAMILIES, "zoo probe")
     except (ZooError, UnsupportedFamily) as error:

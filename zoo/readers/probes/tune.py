@@ -93,8 +93,5 @@ def tune_probes(
     address: str | None = None,
     verbose: int = 1,
 ) -> SweepResult:
-    """Run the sweep on the zoo in ``data_dir`` (``zoo.readers.tune.run_sweep``); ``out``: the sweep's folder."""
-    if num_samples is not None:
-        config = config.model_copy(update={"num_samples": num_samples})
-    base = front.check_settings(SWEEP, config)
-    return front.run_sweep(SWEEP, data_dir, config, base, out=out, address=address, verbose=verbose)
+    """Run the sweep on the zoo in ``data_dir`` (``zoo.readers.tune.sweep_with``); ``out``: the sweep's folder."""
+    return front.sweep_with(SWEEP, data_dir, config, out, num_samples, address, verbose)

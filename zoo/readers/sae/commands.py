@@ -98,7 +98,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Read the zoo's subjects at their hookpoints on its probe set and train the recipe's SAEs on "
         "every (subject, hookpoint) stream as one population; write recipe.yaml, run.json and saes/ to --out.",
     )  # fmt: skip
-    p.add_argument("--data", required=True, help="zoo folder")
+    p.add_argument("--data", required=True, help="zoo folder or pyarrow.fs URI (s3://bucket/zoo)")
     p.add_argument("--out", required=True, help="run folder to write (must not hold a run)")
     p.add_argument("--config", help="SAE recipe YAML (default: configs/readers/sae.yaml)")
     p.add_argument("--hookpoint", action="append", type=_hookpoint, metavar="NAME",
@@ -133,7 +133,7 @@ def register_tune(tune_subparsers: argparse._SubParsersAction) -> None:
         description="Ray Tune (ASHA) sweep of the SAE recipe on a zoo's first subjects; prints the trials, best "
         "first, and writes the table and the best config.",
     )  # fmt: skip
-    p.add_argument("--data", required=True, help="zoo folder")
+    p.add_argument("--data", required=True, help="zoo folder or pyarrow.fs URI (s3://bucket/zoo)")
     p.add_argument("--config", help="sweep YAML (default: configs/tune/sae.yaml)")
     p.add_argument("--out", help="the sweep's folder (default: the config's storage_path/name)")
     p.add_argument("--storage", help="override storage_path (local folder or cloud URI)")
