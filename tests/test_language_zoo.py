@@ -362,3 +362,21 @@ def test_a_language_signature_is_each_unit_s_statistics_over_the_real_tokens_of_
             post, pre = points[site.post][real].double(), points[site.pre][real].double()
             rows.append(torch.stack([post.mean(0), post.amax(0), (pre > 0).double().mean(0)], 1))
         np.testing.assert_allclose(sigs[i], torch.cat(rows).numpy(), atol=2e-5)
+
+
+def test_a_language_zoo_has_no_degraded_model_and_no_splits(language_zoo):
+    z = zoo.open(language_zoo)
+    with pytest.raises(zoo.ZooError, match="no degraded twin"):
+        z.load_model(0, which="degraded")
+    with pytest.raises(zoo.ZooError, match="reads only pattern zoos"):
+        z.split_batches("test")
+
+
+@pytest.mark.parametrize("flag", [["--n", "-2"], ["--n", "0"], ["--seed", "-1"], ["--n", "x"]])
+def test_lm_sample_refuses_a_bad_count_or_seed_naming_the_flag(language_zoo, flag, capsys):
+    from zoo.cli import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["lm", "sample", "--data", str(language_zoo), *flag])
+    assert exited.value.code == 2
+    assert flag[0] in capsys.readouterr().err.strip().splitlines()[-1]

@@ -156,6 +156,7 @@ class Zoo:
         """The batches of one split: from ``splits.json`` where ``zoo split`` wrote one."""
         from zoo.export.splits import SPLITS_FILE, SplitsError, load_splits
 
+        require_task(self, "patterns", "splits (`zoo split`)")
         if not self.store.is_file(SPLITS_FILE):
             raise ZooError(f"{self.path}: no {SPLITS_FILE}; run `zoo split {self.path}` first")
         try:
@@ -240,6 +241,8 @@ class Zoo:
 
         if which not in ("clean", "degraded"):
             raise ZooError(f"which must be 'clean' or 'degraded', not {which!r}")
+        if self.info.schema_version == 3 and which != "clean":
+            raise ZooError("a language zoo has one model per record and no degraded twin: which='clean'")
         if not isinstance(row, dict):
             weights = "weights" if self.info.schema_version == 3 else f"{which}_weights"  # v3: one model per record
             row = self.row(int(row), columns=["architecture", weights])

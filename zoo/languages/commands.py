@@ -83,6 +83,24 @@ def render(result: dict) -> str:
     return "\n".join(lines)
 
 
+MAX_SAMPLES = 100_000
+
+
+def _int_in(low: int, high: int):
+    """An argparse type: an integer in [low, high], else argparse's one-line error naming the flag."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is outside {low}..{high}")
+        return value
+
+    return parse
+
+
 def cmd_sample(args: argparse.Namespace) -> int:
     result = sample_record(args.data, args.row, args.n, args.seed)
     print(json.dumps(result) if args.json else render(result))
@@ -105,7 +123,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--data", required=True, help="the language zoo (a folder or URI)")
     p.add_argument("--row", type=int, default=0, help="record index, in (batch_id, pair_index) order (default: 0)")
-    p.add_argument("--n", type=int, default=8, help="generations to print (default: 8)")
-    p.add_argument("--seed", type=int, default=None, help="draw with this seed instead of the record's (default: the record's)")
+    p.add_argument("--n", type=_int_in(1, MAX_SAMPLES), default=8, help="generations to print (default: 8)")
+    p.add_argument("--seed", type=_int_in(0, 2**63 - 1), default=None, help="draw with this seed instead of the record's (default: the record's)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     p.set_defaults(func=cmd_sample)
