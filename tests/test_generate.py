@@ -27,6 +27,21 @@ from zoo.factory.schema import content_hash
 def listed_batches(out: Path) -> list[int]:
     return sorted(int(b) for entry in read_manifest(out) for b in entry["batches"])
 
+def kill_once_listed(proc: subprocess.Popen, out: Path, lines: int, timeout: float = 180) -> None:
+    """SIGKILL the driver ``proc`` as soon as its manifest in ``out`` lists ``lines`` shards."""
+    manifest = out / MANIFEST_FILE
+    deadline = time.monotonic() + timeout
+    try:
+        while not (manifest.is_file() and manifest.read_bytes().count(b"\n") >= lines):
+            assert proc.poll() is None, "the run ended before it could be killed"
+            assert time.monotonic() < deadline, "no shard listed in time"
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 
 def snapshot(folder: Path) -> dict[str, bytes]:
     if not folder.exists():
@@ -202,17 +217,7 @@ def test_a_killed_driver_loses_nothing_and_the_rerun_completes(zoo_yaml, tmp_pat
     out = tmp_path / "out"
     proc = cli("generate", "--config", str(config_path), "--out", str(out), "--workers", "0",
                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    manifest = out / MANIFEST_FILE
-    deadline = time.monotonic() + 120
-    try:
-        while not (manifest.is_file() and manifest.read_bytes().count(b"\n") >= 1):
-            assert proc.poll() is None, "the run ended before it could be killed"
-            assert time.monotonic() < deadline, "no shard listed in time"
-            time.sleep(0.005)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.kill()
-        proc.wait()
+    kill_once_listed(proc, out, 1, timeout=120)
     assert proc.returncode == -signal.SIGKILL
     assert 1 <= len(read_manifest(out)) < KILL_ZOO["batches"]
 

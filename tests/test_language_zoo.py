@@ -9,22 +9,19 @@ process and on 2 Ray workers.
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
-import time
 
 import numpy as np
 import pytest
 import torch
 import yaml
-from test_generate import cli, listed_batches
+from test_generate import cli, kill_once_listed, listed_batches
 from zoo_fixture import tiny_zoo  # noqa: F401
 
 import zoo
 from zoo.cli import main
 from zoo.config import ConfigError, TrainingConfig, load_config, parse_config
 from zoo.factory.language import length_tv, plan_language_batch
-from zoo.factory.manifest import MANIFEST_FILE
 from zoo.factory.reader import read_records, verify
 from zoo.factory.schema import content_hash
 from zoo.languages import PAD, language_for, parse_language
@@ -266,16 +263,7 @@ def test_a_killed_driver_of_a_language_zoo_loses_nothing_and_the_rerun_completes
     out = tmp_path / "out"
     proc = cli("generate", "--config", str(path), "--out", str(out), "--workers", "0",
                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    deadline = time.monotonic() + 180
-    try:
-        while not ((out / MANIFEST_FILE).is_file() and (out / MANIFEST_FILE).read_bytes().count(b"\n") >= 2):
-            assert proc.poll() is None, "the run ended before it could be killed"
-            assert time.monotonic() < deadline, "no shard listed in time"
-            time.sleep(0.005)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.kill()
-        proc.wait()
+    kill_once_listed(proc, out, 2, timeout=180)
     assert 2 <= len(listed_batches(out)) < 6
     assert main(["generate", "--config", str(path), "--out", str(out), "--workers", "0"]) == 0
     assert listed_batches(out) == list(range(6)) and verify(out) == []

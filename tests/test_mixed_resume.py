@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import time
 
 import pytest
 from test_generate import cli, listed_batches
+from test_generate import kill_once_listed as kill_driver
 
 from zoo.cli import main
 from zoo.config import load_config
-from zoo.factory.manifest import MANIFEST_FILE
 from zoo.factory.plan import plan_batch
 from zoo.factory.reader import read_records, verify
 from zoo.factory.runner import generate
@@ -47,17 +46,7 @@ def kill_once_listed(config_path, out, shards: int) -> None:
     """Run ``zoo generate`` in a subprocess and SIGKILL it once the manifest lists ``shards`` shards."""
     proc = cli("generate", "--config", str(config_path), "--out", str(out), "--workers", "0",
                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    manifest = out / MANIFEST_FILE
-    deadline = time.monotonic() + 180
-    try:
-        while not (manifest.is_file() and manifest.read_bytes().count(b"\n") >= shards):
-            assert proc.poll() is None, "the run ended before it could be killed"
-            assert time.monotonic() < deadline, "no shard listed in time"
-            time.sleep(0.005)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.kill()
-        proc.wait()
+    kill_driver(proc, out, shards, timeout=180)
     assert proc.returncode == -signal.SIGKILL
 
 
